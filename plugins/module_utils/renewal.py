@@ -1,0 +1,127 @@
+# -*- coding: utf-8 -*-
+# Copyright: fleetcert maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""When to renew a certificate. Pure: the caller supplies the clock and the ARI window."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import collections
+import datetime
+import hashlib
+import re
+
+from ansible.module_utils.six import string_types
+
+from ansible_collections.fleetcert.meteor.plugins.module_utils.crypto import (
+    certificate_names,
+    serial_bytes,
+)
+from ansible_collections.fleetcert.meteor.plugins.module_utils.errors import FleetcertError
+
+RenewalDecision = collections.namedtuple('RenewalDecision', 'should_renew reason renew_at')
+
+REASONS = ('names_changed', 'expired', 'ari_window', 'lifetime', 'valid')
+
+DEFAULT_REMAINING_FRACTION = 1.0 / 3
+
+
+# RFC 3339 date-time. Go servers (Pebble, Boulder) send nanoseconds, which
+# datetime.fromisoformat refuses before Python 3.11: parse by hand.
+_RFC3339_RE = re.compile(
+    r'^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?'
+    r'(?:([Zz])|([+-])(\d{2}):(\d{2}))$')
+
+
+def _parse_rfc3339(text, option):
+    match = _RFC3339_RE.match(text.strip())
+    if not match:
+        raise FleetcertError('%s: %r is not an RFC 3339 timestamp' % (option, text))
+    (year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m) = match.groups()
+    if zulu:
+        tz = datetime.timezone.utc
+    else:
+        offset = datetime.timedelta(hours=int(off_h), minutes=int(off_m))
+        tz = datetime.timezone(-offset if sign == '-' else offset)
+    micro = int((fraction or '0')[:6].ljust(6, '0'))
+    try:
+        return datetime.datetime(int(year), int(month), int(day), int(hour), int(minute),
+                                 min(int(second), 59), micro, tzinfo=tz)
+    except ValueError:
+        raise FleetcertError('%s: %r is not an RFC 3339 timestamp' % (option, text))
+
+
+def _utc(value, option):
+    if isinstance(value, string_types):
+        value = _parse_rfc3339(value, option)
+    if not isinstance(value, datetime.datetime):
+        raise FleetcertError('%s: expected a datetime, got %s' % (option, type(value).__name__))
+    if value.tzinfo is None:
+        return value.replace(tzinfo=datetime.timezone.utc)
+    return value.astimezone(datetime.timezone.utc)
+
+
+def ari_renewal_point(cert, start, end):
+    """The instant inside [start, end] at which this certificate is renewed.
+
+    RFC 9773 asks for a random time in the window so a CA's clients spread out.
+    Derived from the serial instead of drawn at random so every node of a fleet,
+    and every run, picks the same instant: the fleet renews once, not once per
+    node, and a rerun does not keep moving the target.
+    """
+    if end <= start:
+        return start
+    digest = hashlib.sha256(serial_bytes(cert)).digest()
+    fraction = int.from_bytes(digest[:8], 'big') / float(1 << 64)
+    return start + (end - start) * fraction
+
+
+def lifetime_renewal_point(cert, remaining_fraction):
+    """The instant when only ``remaining_fraction`` of the validity period is left."""
+    not_before = cert.not_valid_before_utc
+    not_after = cert.not_valid_after_utc
+    return not_after - (not_after - not_before) * remaining_fraction
+
+
+def validate_remaining_fraction(value, option='remaining_fraction'):
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        raise FleetcertError('%s: %r is not a number' % (option, value))
+    if not 0.0 < fraction <= 1.0:
+        raise FleetcertError(
+            '%s: must be greater than 0 and at most 1 (the share of the lifetime left '
+            'when renewal starts), got %r' % (option, value))
+    return fraction
+
+
+def decide_renewal(cert, now, wanted_names=None, remaining_fraction=DEFAULT_REMAINING_FRACTION,
+                   renewal_window=None):
+    """Decide whether ``cert`` should be renewed at ``now``.
+
+    ``wanted_names``: normalized names the certificate must carry exactly (any
+    order); ``None`` skips the check. ``renewal_window``: the CA's ARI window,
+    a mapping with ``start`` and ``end`` (datetimes or RFC 3339 text); when
+    given it replaces the lifetime rule. ``renew_at`` is when renewal is (or
+    became) due; for ``names_changed`` that is ``now``.
+    """
+    now = _utc(now, 'now')
+    fraction = validate_remaining_fraction(remaining_fraction)
+    if wanted_names is not None:
+        have = set(name.lower() for name in certificate_names(cert))
+        if set(name.lower() for name in wanted_names) != have:
+            return RenewalDecision(True, 'names_changed', now)
+    if renewal_window is not None:
+        start = _utc(renewal_window.get('start'), 'renewal_window.start')
+        end = _utc(renewal_window.get('end'), 'renewal_window.end')
+        due_at = ari_renewal_point(cert, start, end)
+        due_reason = 'ari_window'
+    else:
+        due_at = lifetime_renewal_point(cert, fraction)
+        due_reason = 'lifetime'
+    if now >= cert.not_valid_after_utc:
+        return RenewalDecision(True, 'expired', min(due_at, cert.not_valid_after_utc))
+    if now >= due_at:
+        return RenewalDecision(True, due_reason, due_at)
+    return RenewalDecision(False, 'valid', due_at)
