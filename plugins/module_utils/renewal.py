@@ -10,9 +10,6 @@ __metaclass__ = type
 import collections
 import datetime
 import hashlib
-import re
-
-from ansible.module_utils.six import string_types
 
 from ansible_collections.fleetcert.meteor.plugins.module_utils.crypto import (
     certificate_names,
@@ -27,34 +24,7 @@ REASONS = ('names_changed', 'expired', 'ari_window', 'lifetime', 'valid')
 DEFAULT_REMAINING_FRACTION = 1.0 / 3
 
 
-# RFC 3339 date-time. Go servers (Pebble, Boulder) send nanoseconds, which
-# datetime.fromisoformat refuses before Python 3.11: parse by hand.
-_RFC3339_RE = re.compile(
-    r'^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?'
-    r'(?:([Zz])|([+-])(\d{2}):(\d{2}))$')
-
-
-def _parse_rfc3339(text, option):
-    match = _RFC3339_RE.match(text.strip())
-    if not match:
-        raise FleetcertError('%s: %r is not an RFC 3339 timestamp' % (option, text))
-    (year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m) = match.groups()
-    if zulu:
-        tz = datetime.timezone.utc
-    else:
-        offset = datetime.timedelta(hours=int(off_h), minutes=int(off_m))
-        tz = datetime.timezone(-offset if sign == '-' else offset)
-    micro = int((fraction or '0')[:6].ljust(6, '0'))
-    try:
-        return datetime.datetime(int(year), int(month), int(day), int(hour), int(minute),
-                                 min(int(second), 59), micro, tzinfo=tz)
-    except ValueError:
-        raise FleetcertError('%s: %r is not an RFC 3339 timestamp' % (option, text))
-
-
 def _utc(value, option):
-    if isinstance(value, string_types):
-        value = _parse_rfc3339(value, option)
     if not isinstance(value, datetime.datetime):
         raise FleetcertError('%s: expected a datetime, got %s' % (option, type(value).__name__))
     if value.tzinfo is None:
@@ -101,9 +71,9 @@ def decide_renewal(cert, now, wanted_names=None, remaining_fraction=DEFAULT_REMA
     """Decide whether ``cert`` should be renewed at ``now``.
 
     ``wanted_names``: normalized names the certificate must carry exactly (any
-    order); ``None`` skips the check. ``renewal_window``: the CA's ARI window,
-    a mapping with ``start`` and ``end`` (datetimes or RFC 3339 text); when
-    given it replaces the lifetime rule. ``renew_at`` is when renewal is (or
+    order); ``None`` skips the check. ``renewal_window``: the CA's ARI window
+    as ``acme_client.fetch_renewal_window`` returns it (``start`` and ``end``
+    datetimes); when given it replaces the lifetime rule. ``renew_at`` is when renewal is (or
     became) due; for ``names_changed`` that is ``now``.
     """
     now = _utc(now, 'now')
