@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import base64
+import binascii
 import datetime
 import ipaddress
 import re
@@ -185,6 +186,11 @@ def load_certificate(pem, option='certificate'):
 
 def certificate_to_pem(cert):
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def fingerprint_sha256(cert):
+    """SHA-256 over the DER certificate, lowercase hex without colons."""
+    return binascii.hexlify(cert.fingerprint(hashes.SHA256())).decode('ascii')
 
 
 def _public_der(key):

@@ -198,6 +198,11 @@ class TestCertificateFacts:
         )
         assert crypto.certificate_names(cert) == ['b.example.com', 'a.example.com', '192.0.2.7']
 
+    def test_fingerprint_is_sha256_of_der(self, ec_key):
+        cert = _issue(ec_key)
+        der = cert.public_bytes(serialization.Encoding.DER)
+        assert crypto.fingerprint_sha256(cert) == hashlib.sha256(der).hexdigest()
+
     def test_certificate_without_san_has_no_names(self, ec_key):
         assert crypto.certificate_names(_issue(ec_key)) == []
 
