@@ -66,7 +66,7 @@ requirements:
   - cryptography >= 42
   - requests
 notes:
-  - The module talks to the ACME server from the machine it runs on; run it on the
+  - "The module talks to the ACME server from the machine it runs on; run it on the
     controller (C(delegate_to: localhost), C(run_once: true)) so one order serves the
-    whole fleet and rate limits are not multiplied by the number of servers.
+    whole fleet and rate limits are not multiplied by the number of servers."
 '''

@@ -539,14 +539,17 @@ class AcmeClient(object):
         return response, body
 
     @staticmethod
-    def _account_info(response, body, created=False, updated=False):
+    def _account_info(response, body, created=False, updated=False, previous=None):
+        contacts = list(body.contact or ())
         return {
-            'uri': response.headers['Location'] if response is not None else None,
+            'uri': response.headers['Location'],
             'created': created,
             'updated': updated,
             # Registration.status has no decoder in the library: a plain string.
             'status': getattr(body.status, 'name', body.status),
-            'contacts': list(body.contact or ()),
+            'contacts': contacts,
+            'previous_contacts': None if created else (contacts if previous is None
+                                                       else list(previous)),
         }
 
     def find_account(self):
@@ -561,7 +564,8 @@ class AcmeClient(object):
                                  only_existing=False):
         """Make sure the account exists with exactly ``contacts`` ('mailto:' URIs).
 
-        Returns a dict ``uri``, ``created``, ``updated``, ``status``, ``contacts``.
+        Returns a dict ``uri``, ``created``, ``updated``, ``status``, ``contacts``
+        and ``previous_contacts`` (None when created).
         With ``only_existing`` nothing is created or changed: returns None if
         there is no account, else the dict with ``updated`` saying whether the
         contacts would change (for check mode).
@@ -591,13 +595,15 @@ class AcmeClient(object):
             response, body = self._new_account(registration)
             created = response.status_code == 201
             updated = False
-            if not created and sorted(body.contact or ()) != sorted(contacts):
+            previous = list(body.contact or ())
+            if not created and sorted(previous) != sorted(contacts):
                 reply = self._post(self.account_uri,
                                    messages.UpdateRegistration(contact=tuple(contacts)))
                 body = messages.Registration.from_json(reply.json())
                 self._use_account(self.account_uri, body)
                 updated = True
-        return self._account_info(response, body, created=created, updated=updated)
+        return self._account_info(response, body, created=created, updated=updated,
+                                  previous=previous)
 
     # -- orders --------------------------------------------------------------
 
@@ -761,26 +767,53 @@ class AcmeClient(object):
         return body
 
     def finalize(self, order, csr_pem, deadline):
-        """Send the CSR and poll until the certificate is issued; returns the order JSON."""
+        """Send the CSR and wait until the certificate is issued; returns the order JSON."""
         with self._errors('finalizing order %s' % order.uri):
             csr = x509.load_pem_x509_csr(csr_pem)
-            response = self._post(order.body.finalize, messages.CertificateRequest(csr=csr))
-            body = response.json()
-            if body.get('status') not in ('valid', 'invalid'):
-                body, dummy = self._poll(order.uri,
-                                         lambda o: o.get('status') in ('valid', 'invalid'),
-                                         deadline, 'the certificate of %s' % order.uri)
-            if body.get('status') == 'invalid':
-                problem = body.get('error')
-                if problem:
-                    raise problem_error(messages.Error.from_json(problem),
-                                        'finalizing order %s' % order.uri, order_uri=order.uri)
-                raise FleetcertError('the CA refused to issue order %s without a reason'
-                                     % order.uri, order_uri=order.uri)
-            if not body.get('certificate'):
-                raise FleetcertError('order %s is valid but has no certificate URL' % order.uri,
-                                     order_uri=order.uri)
+            body = self._post(order.body.finalize, messages.CertificateRequest(csr=csr)).json()
+        if body.get('status') in ('valid', 'invalid'):
+            return self._issued(body, order.uri)
+        return self.wait_for_certificate(order, deadline)
+
+    def wait_for_certificate(self, order, deadline):
+        """Poll a finalized order until it is valid; returns the order JSON."""
+        with self._errors('waiting for the certificate of order %s' % order.uri):
+            body, dummy = self._poll(order.uri,
+                                     lambda o: o.get('status') in ('valid', 'invalid'),
+                                     deadline, 'the certificate of %s' % order.uri)
+        return self._issued(body, order.uri)
+
+    def _issued(self, body, order_uri):
+        if body.get('status') == 'invalid':
+            problem = body.get('error')
+            if problem:
+                raise problem_error(messages.Error.from_json(problem),
+                                    'finalizing order %s' % order_uri, order_uri=order_uri)
+            raise FleetcertError('the CA refused to issue order %s without a reason'
+                                 % order_uri, order_uri=order_uri)
+        if not body.get('certificate'):
+            raise FleetcertError('order %s is valid but has no certificate URL' % order_uri,
+                                 order_uri=order_uri)
         return body
+
+    def complete_order(self, order, csr_pem, deadline, preferred_chain=None):
+        """Take an order from wherever it is to a downloaded certificate.
+
+        pending: answer the challenges, wait, finalize; ready: finalize;
+        processing/valid (finalized before, e.g. by an interrupted run): wait
+        and download; invalid: raise the validation failure. Returns the chain
+        as a list of ``x509.Certificate``, leaf first.
+        """
+        status = order.body.status.name
+        if status in ('pending', 'invalid'):
+            if status == 'pending':
+                self.answer_challenges(order)
+            self.wait_for_authorizations(order, deadline)
+        if status in ('pending', 'ready'):
+            body = self.finalize(order, csr_pem, deadline)
+        else:
+            body = self.wait_for_certificate(order, deadline)
+        return self.download_chains(body['certificate'], preferred_chain)
 
     def _download(self, url):
         response = self.net.post(url, None, new_nonce_url=self.directory['newNonce'],
