@@ -22,7 +22,7 @@ description:
     and a bad entry leaves the node exactly as it was.
   - Files are written atomically with mode C(0644); missing directories are created with C(0755).
 author:
-  - fleetcert maintainers
+  - fleetcert maintainers (@fleetcert)
 options:
   webroot:
     description:
@@ -56,8 +56,10 @@ options:
 attributes:
   check_mode:
     support: full
+    description: Reports which challenge files would be written or removed without touching them.
   diff_mode:
     support: full
+    description: Shows each challenge file before and after.
 notes:
   - Only the standard library is needed on the node.
 seealso:

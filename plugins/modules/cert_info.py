@@ -26,7 +26,7 @@ description:
     RV(should_renew=true) with RV(renewal_reason=missing).
   - Never changes anything.
 author:
-  - fleetcert maintainers
+  - fleetcert maintainers (@fleetcert)
 options:
   path:
     description:
@@ -88,8 +88,10 @@ options:
 attributes:
   check_mode:
     support: full
+    description: The module only reads; check mode returns the same result.
   diff_mode:
     support: none
+    description: Nothing changes, so there is no diff.
 requirements:
   - cryptography >= 42
 notes:
