@@ -188,6 +188,22 @@ def certificate_to_pem(cert):
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
+def not_valid_before(cert):
+    """notBefore as an aware UTC datetime.
+
+    Debian 12 hosts run cryptography 38, which lacks the ``*_utc`` attributes
+    (added in 42); the naive attributes are UTC by definition.
+    """
+    value = getattr(cert, 'not_valid_before_utc', None)
+    return value if value is not None else cert.not_valid_before.replace(tzinfo=datetime.timezone.utc)
+
+
+def not_valid_after(cert):
+    """notAfter as an aware UTC datetime (see not_valid_before)."""
+    value = getattr(cert, 'not_valid_after_utc', None)
+    return value if value is not None else cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
+
+
 def fingerprint_sha256(cert):
     """SHA-256 over the DER certificate, lowercase hex without colons."""
     return binascii.hexlify(cert.fingerprint(hashes.SHA256())).decode('ascii')

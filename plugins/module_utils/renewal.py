@@ -13,6 +13,8 @@ import hashlib
 
 from ansible_collections.fleetcert.meteor.plugins.module_utils.crypto import (
     certificate_names,
+    not_valid_after,
+    not_valid_before,
     serial_bytes,
 )
 from ansible_collections.fleetcert.meteor.plugins.module_utils.errors import FleetcertError
@@ -49,8 +51,8 @@ def ari_renewal_point(cert, start, end):
 
 def lifetime_renewal_point(cert, remaining_fraction):
     """The instant when only ``remaining_fraction`` of the validity period is left."""
-    not_before = cert.not_valid_before_utc
-    not_after = cert.not_valid_after_utc
+    not_before = not_valid_before(cert)
+    not_after = not_valid_after(cert)
     return not_after - (not_after - not_before) * remaining_fraction
 
 
@@ -90,8 +92,8 @@ def decide_renewal(cert, now, wanted_names=None, remaining_fraction=DEFAULT_REMA
     else:
         due_at = lifetime_renewal_point(cert, fraction)
         due_reason = 'lifetime'
-    if now >= cert.not_valid_after_utc:
-        return RenewalDecision(True, 'expired', min(due_at, cert.not_valid_after_utc))
+    if now >= not_valid_after(cert):
+        return RenewalDecision(True, 'expired', min(due_at, not_valid_after(cert)))
     if now >= due_at:
         return RenewalDecision(True, due_reason, due_at)
     return RenewalDecision(False, 'valid', due_at)

@@ -205,19 +205,12 @@ def validate_name(value, option):
     return value
 
 
-def _utc(dt):
-    # cryptography < 42 only has the naive (implicitly UTC) attributes.
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=datetime.timezone.utc)
-    return dt
-
-
 def not_before(cert):
-    return _utc(getattr(cert, 'not_valid_before_utc', None) or cert.not_valid_before)
+    return crypto.not_valid_before(cert)
 
 
 def not_after(cert):
-    return _utc(getattr(cert, 'not_valid_after_utc', None) or cert.not_valid_after)
+    return crypto.not_valid_after(cert)
 
 
 def iso(dt):

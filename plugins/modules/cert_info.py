@@ -350,8 +350,8 @@ def run(module, now):
     chain = crypto.split_pem_chain(data, option)
     leaf = chain[0]
 
-    not_before = leaf.not_valid_before_utc
-    not_after = leaf.not_valid_after_utc
+    not_before = crypto.not_valid_before(leaf)
+    not_after = crypto.not_valid_after(leaf)
     lifetime = (not_after - not_before).total_seconds()
     seconds_left = int((not_after - now).total_seconds())
     self_signed = leaf.issuer == leaf.subject
