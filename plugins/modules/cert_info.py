@@ -93,7 +93,7 @@ attributes:
     support: none
     description: Nothing changes, so there is no diff.
 requirements:
-  - cryptography >= 42
+  - cryptography (Debian bookworm's python3-cryptography 38 is enough)
 notes:
   - Runs on any host with the Python C(cryptography) library; the C(acme) library is not needed.
 seealso:

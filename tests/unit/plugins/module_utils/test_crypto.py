@@ -198,6 +198,11 @@ class TestCertificateFacts:
         )
         assert crypto.certificate_names(cert) == ['b.example.com', 'a.example.com', '192.0.2.7']
 
+    def test_validity_is_aware_utc(self, ec_key):
+        cert = _issue(ec_key)
+        assert crypto.not_valid_before(cert) == datetime.datetime(2026, 1, 1, tzinfo=UTC)
+        assert crypto.not_valid_after(cert) == datetime.datetime(2026, 4, 1, tzinfo=UTC)
+
     def test_fingerprint_is_sha256_of_der(self, ec_key):
         cert = _issue(ec_key)
         der = cert.public_bytes(serialization.Encoding.DER)
@@ -273,9 +278,10 @@ class TestSelfSigned:
         assert crypto.certificate_names(cert) == ['www.example.com', 'example.com']
         assert crypto.key_matches_certificate(ec_key, cert)
         assert cert.issuer == cert.subject
-        assert cert.not_valid_before_utc <= before - datetime.timedelta(minutes=59)
-        lifetime = cert.not_valid_after_utc - before
+        assert crypto.not_valid_before(cert) <= before - datetime.timedelta(minutes=59)
+        lifetime = crypto.not_valid_after(cert) - before
         assert datetime.timedelta(days=6, hours=23) < lifetime <= datetime.timedelta(days=7, seconds=5)
-        cert.verify_directly_issued_by(cert)
+        cert.public_key().verify(cert.signature, cert.tbs_certificate_bytes,
+                                 ec.ECDSA(cert.signature_hash_algorithm))
         assert crypto.ari_cert_id(cert).count('.') == 1
         assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
