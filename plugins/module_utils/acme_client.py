@@ -707,9 +707,11 @@ class AcmeClient(object):
                 answered += 1
         return answered
 
-    def _poll(self, url, until, deadline, what):
+    def _poll(self, url, until, deadline, what, wait_first=False):
         """POST-as-GET ``url`` until ``until(json)`` is true; returns (json, response)."""
         delays = backoff_delays()
+        if wait_first:
+            self._sleep(next_poll_delay(next(delays), None, deadline - time.monotonic()))
         while True:
             response = self._post_as_get(url)
             body = response.json()
@@ -760,8 +762,11 @@ class AcmeClient(object):
         validation is never retried here (it would count against rate limits).
         """
         with self._errors('validating order %s' % order.uri):
+            # No poll right after answering: the CA has not even started; the
+            # first poll waits one backoff step.
             body, dummy = self._poll(order.uri, lambda o: o.get('status') != 'pending',
-                                     deadline, 'the validation of %s' % order.uri)
+                                     deadline, 'the validation of %s' % order.uri,
+                                     wait_first=True)
             if body.get('status') == 'invalid':
                 raise self._validation_failure(body, order.uri)
         return body

@@ -23,7 +23,7 @@ description:
     to M(fleetcert.meteor.acme_order), and the key's RFC 7638 thumbprint, which every
     server needs to answer HTTP-01 challenges statelessly (C(<token>.<thumbprint>)).
 author:
-  - fleetcert maintainers
+  - fleetcert maintainers (@fleetcert)
 extends_documentation_fragment:
   - fleetcert.meteor.acme
 attributes:

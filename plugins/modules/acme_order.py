@@ -36,7 +36,7 @@ description:
     and callback logs, only the task can. The module warns when the task does not set it,
     and never writes the key to syslog."
 author:
-  - fleetcert maintainers
+  - fleetcert maintainers (@fleetcert)
 extends_documentation_fragment:
   - fleetcert.meteor.acme
 attributes:
@@ -45,6 +45,7 @@ attributes:
     description: Validates the input and reads the keys; creates no order and contacts no CA.
   diff_mode:
     support: none
+    description: Orders are created, not edited; there is nothing to compare.
 options:
   state:
     description:
@@ -236,7 +237,7 @@ fullchain:
   type: str
 private_key:
   description:
-    - The certificate's private key (PEM). Set C(no_log: true) on the task; see the description.
+    - "The certificate's private key (PEM). Set C(no_log: true) on the task; see the description."
   returned: O(state=valid) and O(return_private_key=true), not in check mode
   type: str
 serial:
