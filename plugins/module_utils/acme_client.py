@@ -629,7 +629,8 @@ class AcmeClient(object):
         context = 'creating an order for %s' % ', '.join(names)
         with self._errors(context):
             if profile:
-                offered = getattr(self.directory.meta, 'profiles', None) or {}
+                meta = getattr(self.directory, 'meta', None)
+                offered = getattr(meta, 'profiles', None) or {}
                 if profile not in offered:
                     raise FleetcertError(
                         'profile: %r is not offered by %s (offered: %s)'
@@ -707,11 +708,14 @@ class AcmeClient(object):
                 answered += 1
         return answered
 
-    def _poll(self, url, until, deadline, what, wait_first=False):
-        """POST-as-GET ``url`` until ``until(json)`` is true; returns (json, response)."""
+    def _poll(self, url, until, deadline, what, first_wait=None):
+        """POST-as-GET ``url`` until ``until(json)`` is true; returns (json, response).
+
+        ``first_wait``: seconds to wait before the first request (None: none).
+        """
         delays = backoff_delays()
-        if wait_first:
-            self._sleep(next_poll_delay(next(delays), None, deadline - time.monotonic()))
+        if first_wait is not None:
+            self._sleep(next_poll_delay(first_wait, None, deadline - time.monotonic()))
         while True:
             response = self._post_as_get(url)
             body = response.json()
@@ -766,7 +770,7 @@ class AcmeClient(object):
             # first poll waits one backoff step.
             body, dummy = self._poll(order.uri, lambda o: o.get('status') != 'pending',
                                      deadline, 'the validation of %s' % order.uri,
-                                     wait_first=True)
+                                     first_wait=POLL_FIRST_DELAY)
             if body.get('status') == 'invalid':
                 raise self._validation_failure(body, order.uri)
         return body
@@ -775,17 +779,22 @@ class AcmeClient(object):
         """Send the CSR and wait until the certificate is issued; returns the order JSON."""
         with self._errors('finalizing order %s' % order.uri):
             csr = x509.load_pem_x509_csr(csr_pem)
-            body = self._post(order.body.finalize, messages.CertificateRequest(csr=csr)).json()
+            response = self._post(order.body.finalize, messages.CertificateRequest(csr=csr))
+        body = response.json()
         if body.get('status') in ('valid', 'invalid'):
             return self._issued(body, order.uri)
-        return self.wait_for_certificate(order, deadline)
+        # "processing": RFC 8555 section 7.4 says to poll after Retry-After;
+        # without one, issuance is usually done by the time the poll arrives.
+        return self.wait_for_certificate(
+            order, deadline, first_wait=parse_retry_after(response.headers.get('Retry-After')))
 
-    def wait_for_certificate(self, order, deadline):
+    def wait_for_certificate(self, order, deadline, first_wait=None):
         """Poll a finalized order until it is valid; returns the order JSON."""
         with self._errors('waiting for the certificate of order %s' % order.uri):
             body, dummy = self._poll(order.uri,
                                      lambda o: o.get('status') in ('valid', 'invalid'),
-                                     deadline, 'the certificate of %s' % order.uri)
+                                     deadline, 'the certificate of %s' % order.uri,
+                                     first_wait=first_wait)
         return self._issued(body, order.uri)
 
     def _issued(self, body, order_uri):
