@@ -108,7 +108,9 @@ make_tls() {
 }
 
 write_config() {
-    # Profiles mirror Let's Encrypt's (classic 90 days, shortlived ~6.7 days);
+    # Profiles mirror Let's Encrypt's (classic 90 days, shortlived ~6.7 days).
+    # Pebble gives orders that name no profile a random one (even with a
+    # profile called "default"): tests that depend on validity name a profile.
     # short Retry-After values keep polling tests fast while still exercising it.
     cat >"${DIR}/pebble-config.json" <<JSON
 {
