@@ -14,6 +14,12 @@ grep -q '^VERSION_CODENAME=bookworm' /etc/os-release || die "needs Debian 12 (bo
 
 export DEBIAN_FRONTEND=noninteractive
 
+# Several checkouts/engineers may run set-up at once; apt, dpkg and pip into one
+# venv do not mix.
+mkdir -p "${FLEETCERT_MACHINE_CACHE}"
+exec 7>"${FLEETCERT_MACHINE_CACHE}/setup.lock"
+flock 7
+
 APT_PACKAGES=(
     podman runc debootstrap uidmap iproute2 openssl curl make jq wrk lego
     # git: CI clones; python3-venv: the venv; bind9-dnsutils: dig for DNS checks
