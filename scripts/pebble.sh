@@ -2,6 +2,7 @@
 # Runs a throwaway ACME CA (Pebble + pebble-challtestsrv) for tests and demos.
 #
 #   pebble.sh start|stop|status|env [--name NAME] [--port-base N] [--env K=V ...]
+#                                   [--retry-after SECONDS]
 #
 # Ports: N ACME directory (https), N+1 Pebble management (https), N+2
 # challtestsrv DNS (udp+tcp, 127.0.0.1), N+3 challtestsrv management (http,
@@ -9,12 +10,14 @@
 # pebble.log, challtestsrv.log, pid files and `env` (shell-sourceable).
 # `start` is idempotent: a running instance with the same settings is kept,
 # one with other settings is restarted. Pebble's env: PEBBLE_VA_NOSLEEP=1 plus
-# every --env (e.g. PEBBLE_WFE_NONCEREJECT=50).
+# every --env (e.g. PEBBLE_WFE_NONCEREJECT=50). --retry-after: the Retry-After
+# Pebble sends on pending authorizations and processing orders (default 1;
+# 0 sends none, as for protocol-speed benchmarks).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 usage() {
-    sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '2,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
 }
 die() { printf 'pebble.sh: %s\n' "$*" >&2; exit 1; }
@@ -25,11 +28,13 @@ shift
 NAME=default
 PORT_BASE=14000
 EXTRA_ENV=()
+RETRY_AFTER=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --name) [ $# -ge 2 ] || usage; NAME="$2"; shift 2 ;;
         --port-base) [ $# -ge 2 ] || usage; PORT_BASE="$2"; shift 2 ;;
         --env) [ $# -ge 2 ] || usage; EXTRA_ENV+=("$2"); shift 2 ;;
+        --retry-after) [ $# -ge 2 ] || usage; RETRY_AFTER="$2"; shift 2 ;;
         -h|--help) usage ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
@@ -38,6 +43,8 @@ case "${ACTION}" in start|stop|status|env) ;; *) die "unknown action '${ACTION}'
 [[ "${NAME}" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || die "--name '${NAME}': use letters, digits, '.', '_', '-'"
 [[ "${PORT_BASE}" =~ ^[0-9]+$ ]] && [ "${PORT_BASE}" -ge 1024 ] && [ "${PORT_BASE}" -le 65532 ] \
     || die "--port-base '${PORT_BASE}': must be a number from 1024 to 65532"
+[[ "${RETRY_AFTER}" =~ ^[0-9]+$ ]] && [ "${RETRY_AFTER}" -le 60 ] \
+    || die "--retry-after '${RETRY_AFTER}': must be a number of seconds from 0 to 60"
 for kv in "${EXTRA_ENV[@]+"${EXTRA_ENV[@]}"}"; do
     [[ "${kv}" =~ ^[A-Z_][A-Z0-9_]*=.*$ ]] || die "--env '${kv}': expected KEY=VALUE"
 done
@@ -81,6 +88,7 @@ stop_instance() {
 # Everything that changes how the instance behaves; a difference means restart.
 settings() {
     printf 'port_base=%s\n' "${PORT_BASE}"
+    printf 'retry_after=%s\n' "${RETRY_AFTER}"
     printf 'env=%s\n' "${EXTRA_ENV[@]+"${EXTRA_ENV[@]}"}" | sort
     sha256sum "${BASH_SOURCE[0]}" /usr/bin/pebble | cut -d' ' -f1
 }
@@ -124,7 +132,7 @@ write_config() {
     "ocspResponderURL": "",
     "externalAccountBindingRequired": false,
     "domainBlocklist": ["blocked-domain.example"],
-    "retryAfter": {"authz": 1, "order": 1},
+    "retryAfter": {"authz": ${RETRY_AFTER}, "order": ${RETRY_AFTER}},
     "keyAlgorithm": "ecdsa",
     "profiles": {
       "classic": {"description": "90-day certificates, like Let's Encrypt classic", "validityPeriod": 7776000},
