@@ -17,6 +17,7 @@
 #
 # Usage: build-images.sh [--force]
 set -euo pipefail
+# shellcheck source=scripts/env.sh
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 IMAGES_DIR="${FLEETCERT_ROOT}/scripts/images"

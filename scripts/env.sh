@@ -27,7 +27,6 @@ for fleetcert_d in "${FLEETCERT_VENV}"/lib/python3*/site-packages; do
 done
 export ANSIBLE_COLLECTIONS_PATH="${FLEETCERT_CACHE}/collections${fleetcert_site:+:${fleetcert_site}}"
 unset fleetcert_site fleetcert_d
-export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=False
 
 # Output must be plain text for logs and for tests that parse it.
 export ANSIBLE_FORCE_COLOR=0

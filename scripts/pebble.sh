@@ -14,6 +14,7 @@
 # Pebble sends on pending authorizations and processing orders (default 1;
 # 0 sends none, as for protocol-speed benchmarks).
 set -euo pipefail
+# shellcheck source=scripts/env.sh
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 usage() {
@@ -41,10 +42,12 @@ while [ $# -gt 0 ]; do
 done
 case "${ACTION}" in start|stop|status|env) ;; *) die "unknown action '${ACTION}': use start, stop, status or env" ;; esac
 [[ "${NAME}" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || die "--name '${NAME}': use letters, digits, '.', '_', '-'"
-[[ "${PORT_BASE}" =~ ^[0-9]+$ ]] && [ "${PORT_BASE}" -ge 1024 ] && [ "${PORT_BASE}" -le 65532 ] \
-    || die "--port-base '${PORT_BASE}': must be a number from 1024 to 65532"
-[[ "${RETRY_AFTER}" =~ ^[0-9]+$ ]] && [ "${RETRY_AFTER}" -le 60 ] \
-    || die "--retry-after '${RETRY_AFTER}': must be a number of seconds from 0 to 60"
+if ! [[ "${PORT_BASE}" =~ ^[0-9]+$ ]] || [ "${PORT_BASE}" -lt 1024 ] || [ "${PORT_BASE}" -gt 65532 ]; then
+    die "--port-base '${PORT_BASE}': must be a number from 1024 to 65532"
+fi
+if ! [[ "${RETRY_AFTER}" =~ ^[0-9]+$ ]] || [ "${RETRY_AFTER}" -gt 60 ]; then
+    die "--retry-after '${RETRY_AFTER}': must be a number of seconds from 0 to 60"
+fi
 for kv in "${EXTRA_ENV[@]+"${EXTRA_ENV[@]}"}"; do
     [[ "${kv}" =~ ^[A-Z_][A-Z0-9_]*=.*$ ]] || die "--env '${kv}': expected KEY=VALUE"
 done
@@ -69,16 +72,18 @@ running() {
 }
 
 stop_instance() {
-    local f pid i
+    local f pid _
     for f in "${DIR}/pebble.pid" "${DIR}/challtestsrv.pid"; do
         if pid_alive "${f}"; then
             pid="$(cat "${f}")"
             kill "${pid}" 2>/dev/null || true
-            for i in $(seq 50); do
+            for _ in $(seq 50); do
                 [ -d "/proc/${pid}" ] || break
                 sleep 0.1
             done
-            [ -d "/proc/${pid}" ] && kill -9 "${pid}" 2>/dev/null || true
+            if [ -d "/proc/${pid}" ]; then
+                kill -9 "${pid}" 2>/dev/null || true
+            fi
         fi
         rm -f "${f}"
     done
@@ -158,8 +163,8 @@ ENV
 }
 
 wait_ready() {
-    local i
-    for i in $(seq 100); do
+    local _
+    for _ in $(seq 100); do
         if curl -fsS -o /dev/null --cacert "${DIR}/ca.pem" "https://localhost:${ACME_PORT}/dir" 2>/dev/null \
             && curl -fsS -o /dev/null --cacert "${DIR}/ca.pem" "https://localhost:${MGMT_PORT}/roots/0" 2>/dev/null \
             && curl -sS -o /dev/null "http://127.0.0.1:${CTS_PORT}/" 2>/dev/null; then

@@ -3,6 +3,7 @@
 # every step first checks whether its result is already there, so a second run
 # takes seconds. Needs root on Debian 12 (bookworm).
 set -euo pipefail
+# shellcheck source=scripts/env.sh
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "${FLEETCERT_ROOT}"
 
@@ -22,8 +23,9 @@ flock 7
 
 APT_PACKAGES=(
     podman runc debootstrap uidmap iproute2 openssl curl make jq wrk lego
-    # git: CI clones; python3-venv: the venv; bind9-dnsutils: dig for DNS checks
-    git python3-venv bind9-dnsutils ca-certificates
+    # git: CI clones; python3-venv: the venv; bind9-dnsutils: dig for DNS checks;
+    # shellcheck: ansible-test sanity skips its shellcheck test without it
+    git python3-venv bind9-dnsutils ca-certificates shellcheck
 )
 PEBBLE_MIN_VERSION=2.10
 

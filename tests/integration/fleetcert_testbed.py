@@ -63,7 +63,7 @@ class CommandError(subprocess.CalledProcessError):
 def run(cmd, check=True, input=None, timeout=600, env=None):
     """subprocess.run with text output captured; raises CommandError when check fails."""
     proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout,
-                          env=env if env is not None else testbed_env())
+                          env=env if env is not None else testbed_env(), check=False)
     if check and proc.returncode != 0:
         raise CommandError(proc.returncode, cmd, proc.stdout, proc.stderr)
     return proc
@@ -433,7 +433,8 @@ def run_playbook(path, inventory=None, extra_vars=None, check_mode=False, diff=F
         if verbosity:
             cmd.append('-' + 'v' * verbosity)
         cmd.append(str(path))
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=run_env, timeout=timeout, cwd=ROOT)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=run_env, timeout=timeout,
+                              cwd=ROOT, check=False)
     return PlaybookResult(proc.returncode, proc.stdout, proc.stderr, cmd)
 
 
