@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fleetcert_testbed as tb  # noqa: E402  (needs the path above)
 
 # Extra Pebble instances use port bases above the session one, 4 ports each.
-EXTRA_PEBBLES = 24
+EXTRA_PEBBLES = 20
 
 
 def _require_testbed():
@@ -51,14 +51,18 @@ def pebble_port_base():
 
 @pytest.fixture(scope='session')
 def pebble(testbed_session_id, pebble_port_base):
-    """The session's Pebble (default settings); stopped at the end of the session."""
-    instance = tb.Pebble('pytest-%d' % pebble_port_base, pebble_port_base).start()
+    """The session's Pebble (default settings); stopped at the end of the session.
+
+    On FLEETCERT_PEBBLE_PORT_BASE, or 100, 200, ... above it when another
+    session holds those ports.
+    """
+    instance = tb.start_pebble([pebble_port_base + 100 * k for k in range(6)])
     yield instance
     instance.stop()
 
 
 @pytest.fixture
-def pebble_factory(testbed_session_id, pebble_port_base):
+def pebble_factory(pebble):
     """Start extra Pebble instances: pebble_factory(env={'PEBBLE_WFE_NONCEREJECT': '50'}).
 
     Each gets its own port base and is stopped when the test ends.
@@ -66,16 +70,11 @@ def pebble_factory(testbed_session_id, pebble_port_base):
     started = []
 
     def factory(env=None):
-        used = {p.port_base for p in started}
-        for k in range(1, EXTRA_PEBBLES + 1):
-            base = pebble_port_base + 4 * k
-            if base not in used:
-                break
-        else:
-            raise AssertionError('more than %d extra Pebble instances in one test' % EXTRA_PEBBLES)
-        instance = tb.Pebble('pytest-%d' % base, base, env=env)
+        session_base = pebble.port_base
+        instance = tb.start_pebble([session_base + 4 * k for k in range(1, EXTRA_PEBBLES + 1)],
+                                   env=env, taken={p.port_base for p in started})
         started.append(instance)
-        return instance.start()
+        return instance
 
     yield factory
     for instance in started:

@@ -195,6 +195,25 @@ class Pebble:
         return 'Pebble(%r, port_base=%d, env=%r)' % (self.name, self.port_base, self.extra_env)
 
 
+def start_pebble(port_bases, env=None, taken=(), prefix='pytest'):
+    """Start a Pebble on the first port base of `port_bases` whose ports are free.
+
+    Several checkouts share a machine: another session may already hold a base.
+    """
+    tried = []
+    for base in port_bases:
+        if base in taken:
+            continue
+        instance = Pebble('%s-%d' % (prefix, base), base, env=env)
+        try:
+            return instance.start()
+        except CommandError as err:
+            if 'is in use' not in err.stderr:
+                raise
+            tried.append(base)
+    raise AssertionError('no free Pebble port base (tried %r)' % tried)
+
+
 # ---------------------------------------------------------------- podman
 
 SESSION_LABEL = 'org.fleetcert.test-session'

@@ -192,3 +192,20 @@ def test_run_playbook_reports_failure_with_module_result(run_playbook, make_inve
     assert result.stats[node.name]['failures'] == 1
     with pytest.raises(KeyError):
         result.results('No such task')
+
+
+def test_busy_port_base_is_refused_and_skipped(pebble):
+    clash = tb.Pebble('pytest-clash', pebble.port_base)
+    with pytest.raises(tb.CommandError) as err:
+        clash.start()
+    assert 'port %d is in use' % pebble.port_base in err.value.stderr
+    # The session instance is untouched by the refused start.
+    assert requests.Session().get(pebble.directory_url, verify=pebble.ca_path, timeout=10).status_code == 200
+
+    free = pebble.port_base + 4 * 21
+    other = tb.start_pebble([pebble.port_base, free], prefix='pytest-clash')
+    try:
+        assert other.port_base == free
+    finally:
+        other.stop()
+    assert tb.run(['bash', 'scripts/pebble.sh', 'status', '--name', other.name], check=False).returncode == 3
