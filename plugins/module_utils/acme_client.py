@@ -188,12 +188,20 @@ def pick_chain(chains, preferred_issuer):
     return chains[0]
 
 
-def validation_url(challenge_json):
-    """The URL the CA fetched for an HTTP-01 challenge (its last validationRecord)."""
+def validation_url(challenge_json, name=None):
+    """The URL the CA fetched for an HTTP-01 challenge.
+
+    The last ``validationRecord`` URL (after redirects) when the CA sends one;
+    otherwise (Pebble sends none) the URL RFC 8555 section 8.3 makes it fetch
+    first, ``http://<name>/.well-known/acme-challenge/<token>``.
+    """
     records = challenge_json.get('validationRecord') or []
     for record in reversed(records):
         if record.get('url'):
             return record['url']
+    token = challenge_json.get('token')
+    if name and token:
+        return 'http://%s/.well-known/acme-challenge/%s' % (name, token)
     return None
 
 
@@ -321,6 +329,11 @@ if ACME_IMPORT_ERROR is None:
 
     class NewOrder(messages.NewOrder):
         """new-order payload with RFC 9773 ``replaces`` (the library has no such field)."""
+
+        replaces: str = jose.field('replaces', omitempty=True)
+
+    class Order(messages.Order):
+        """Order object as the CA returns it, with RFC 9773 ``replaces``."""
 
         replaces: str = jose.field('replaces', omitempty=True)
 
@@ -613,7 +626,7 @@ class AcmeClient(object):
             body=messages.Authorization.from_json(response.json()), uri=url)
 
     def _order_resource(self, response, uri):
-        body = messages.Order.from_json(response.json())
+        body = Order.from_json(response.json())
         # Authorizations are fetched here once; later steps work on the order URL.
         authorizations = [self._fetch_authorization(url) for url in body.authorizations or ()]
         return messages.OrderResource(body=body, uri=uri, authorizations=authorizations)
@@ -749,12 +762,12 @@ class AcmeClient(object):
         others = [{'name': other_name,
                    'problem': dict(type=other['error'].get('type'),
                                    detail=other['error'].get('detail'),
-                                   url=validation_url(other))}
+                                   url=validation_url(other, other_name))}
                   for other_name, other in failures]
         return problem_error(messages.Error.from_json(challenge['error']),
                              'HTTP-01 validation of %s' % name,
                              status=challenge['error'].get('status'),
-                             url=validation_url(challenge),
+                             url=validation_url(challenge, name),
                              order_uri=order_uri, failed=others)
 
     def wait_for_authorizations(self, order, deadline):

@@ -215,10 +215,17 @@ challenges:
       description: Status of the name's authorization (V(pending) or V(valid)).
       type: str
 replaces_accepted:
-  description: Whether the order carries O(replaces) (false when not asked, or when the
-    CA said the certificate was already replaced and the order was sent without it).
+  description:
+    - Whether the order replaces a certificate (RFC 9773). False when O(replaces) was not
+      given, or when the CA said that certificate was already replaced and the order was
+      sent again without it.
+    - With O(order_uri), taken from the CA's order object.
   returned: success, not in check mode
   type: bool
+replaces:
+  description: The ARI certificate identifier the order replaces, as the CA reports it.
+  returned: success, when the CA reports one
+  type: str
 profile:
   description: The profile of the order, as the CA reports it.
   returned: success, when the CA reports one
@@ -383,8 +390,12 @@ def run(module):
         order, replaces_accepted = client.new_order(names, profile=params['profile'],
                                                     replaces=params['replaces'])
     result.update(order_uri=order.uri, names=names, thumbprint=client.thumbprint)
-    if replaces_accepted is not None:
-        result['replaces_accepted'] = replaces_accepted
+    if replaces_accepted is None:
+        # An existing order: the CA's order object says what it replaces.
+        replaces_accepted = bool(order.body.replaces)
+    result['replaces_accepted'] = replaces_accepted
+    if order.body.replaces:
+        result['replaces'] = order.body.replaces
     if order.body.profile:
         result['profile'] = order.body.profile
 

@@ -212,8 +212,15 @@ def test_validation_url_takes_the_last_fetched_url():
         {'url': 'http://a.example/.well-known/acme-challenge/t', 'hostname': 'a.example'},
         {'url': 'https://a.example/.well-known/acme-challenge/t', 'hostname': 'a.example'},
     ]}
-    assert acme_client.validation_url(challenge) == 'https://a.example/.well-known/acme-challenge/t'
+    assert acme_client.validation_url(challenge, 'a.example') == \
+        'https://a.example/.well-known/acme-challenge/t'
     assert acme_client.validation_url({}) is None
+
+
+def test_validation_url_without_records_is_the_rfc_8555_url():
+    challenge = {'type': 'http-01', 'token': 'tok_en-1', 'status': 'invalid'}
+    assert acme_client.validation_url(challenge, 'a.example') == \
+        'http://a.example/.well-known/acme-challenge/tok_en-1'
 
 
 # -- retry decisions -------------------------------------------------------------
