@@ -122,6 +122,20 @@ def web_host(container):
     return factory
 
 
+@pytest.fixture
+def fleet_host(container):
+    """Factory: fleet_host(aliases=()) -> privileged fleetcert-host container.
+
+    Nested podman works inside it and sees the base and node images (read-only
+    image store, see scripts/build-images.sh). Removed when the test ends.
+    """
+    def factory(aliases=()):
+        return container(image=tb.image('host'), role='host', aliases=aliases, privileged=True,
+                         volumes=[tb.image_store_volume()])
+
+    return factory
+
+
 @pytest.fixture(scope='session')
 def run_playbook():
     """run_playbook(path, inventory=dict|path, extra_vars=dict, check_mode=, diff=, ...) -> PlaybookResult."""

@@ -300,6 +300,11 @@ def run_container(name, image_name, network=None, session_id=None, aliases=(), p
     return Container(name, network)
 
 
+def image_store_volume():
+    """-v value that shows the base and node images to nested podman in a fleet host."""
+    return '%s:/var/lib/fleetcert/image-store:ro' % testbed_env()['FLEETCERT_IMAGE_STORE']
+
+
 NGINX_ACME_SITE = r"""
 server {
     listen 80 default_server;

@@ -209,3 +209,34 @@ def test_busy_port_base_is_refused_and_skipped(pebble):
     finally:
         other.stop()
     assert tb.run(['bash', 'scripts/pebble.sh', 'status', '--name', other.name], check=False).returncode == 3
+
+
+def test_base_image_contract(container):
+    node = container()
+    # tini is PID 1 so `podman stop` does not wait for a timeout.
+    assert node.exec(['cat', '/proc/1/comm']).stdout.strip() == 'tini'
+    # Epoch mtime: ansible.builtin.apt's cache_valid_time always updates first.
+    assert node.exec(['stat', '-c', '%Y', '/var/lib/apt/lists']).stdout.strip() == '0'
+    node.exec(['python3', '-c', 'import apt, cryptography.x509'])
+    sources = node.exec(['cat', '/etc/apt/sources.list.d/debian.sources']).stdout
+    mirror = tb.run(['bash', '-c', '. scripts/env.sh && fleetcert_debian_mirror']).stdout.strip()
+    assert 'URIs: %s\n' % mirror in sources
+    stopped = tb.podman('stop', '-t', '10', node.name)
+    assert stopped.returncode == 0
+
+
+def test_nested_podman_runs_the_node_image_in_a_fleet_host(fleet_host):
+    host = fleet_host()
+    images = host.exec(['podman', 'images', '--format', '{{.Repository}}:{{.Tag}}']).stdout.split()
+    assert tb.image('node') in images
+    out = host.exec(['podman', 'run', '--rm', tb.image('node'), 'node', '-e',
+                     'console.log("node " + process.version)'], timeout=120).stdout
+    assert out.startswith('node v')
+    # An app image built FROM the node image inside the host, published on loopback.
+    host.put_file('/tmp/app/Containerfile',
+                  'FROM %s\nCMD ["node", "-e", "require(\\"http\\").createServer((q, r) => '
+                  'r.end(\\"app\\")).listen(3000)"]\n' % tb.image('node'))
+    host.exec(['podman', 'build', '--pull=never', '-q', '-t', 'localhost/tb-app', '/tmp/app'], timeout=300)
+    host.exec(['podman', 'run', '-d', '--name', 'app', '-p', '127.0.0.1:3000:3000', 'localhost/tb-app'])
+    answer = host.exec('for i in $(seq 50); do curl -fsS http://127.0.0.1:3000/ && exit 0; sleep 0.2; done; exit 1')
+    assert answer.stdout == 'app'
