@@ -45,3 +45,11 @@ clean:
 	-ids=$$(podman ps -aq --filter label=org.fleetcert.test-session); [ -z "$$ids" ] || podman rm -f -v -t 0 $$ids
 	-nets=$$(podman network ls -q --filter label=org.fleetcert.test-session); [ -z "$$nets" ] || podman network rm -f $$nets
 	rm -rf .cache tests/output .pytest_cache
+
+# Benchmarks: not part of `make test` (timings depend on the machine and its
+# load); see bench/README.md. Extra options: make bench-order BENCH_ARGS="--rounds 3".
+.PHONY: bench bench-order
+bench: bench-order
+
+bench-order: setup
+	.cache/venv/bin/python bench/order_bench.py $(BENCH_ARGS)
