@@ -179,8 +179,6 @@ def test_fresh_certificate_matches_openssl_and_pebble_ari(run_playbook, make_inv
     assert abs((parse_iso(res['not_after']) - renew_at) - lifetime / 3) < datetime.timedelta(days=2)
 
 
-
-
 def test_pebble_forced_window_makes_it_due(run_playbook, make_inventory, pebble, issued):
     live = issued['short']
     with open(os.path.join(live, 'cert.pem')) as handle:
@@ -235,8 +233,8 @@ def test_lifetime_rule_without_ari_on_a_short_lived_certificate(run_playbook, ma
     assert res['renew_at'] == res['not_before']
 
 
-def test_unreachable_ari_falls_back_to_the_lifetime_rule_with_a_warning(run_playbook, make_inventory,
-                                                                         pebble, issued):
+def test_unreachable_ari_falls_back_to_the_lifetime_rule_with_a_warning(
+        run_playbook, make_inventory, pebble, issued):
     res = ok_result(cert_info(
         run_playbook, make_inventory, path=os.path.join(issued['short'], 'fullchain.pem'),
         remaining_fraction=1.0, directory_url='https://localhost:%d/dir' % free_port(),
