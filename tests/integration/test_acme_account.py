@@ -108,7 +108,8 @@ def test_create_with_generated_key_then_idempotent(account, pebble, tmp_path):
     key = crypto.load_private_key(key_path.read_bytes(), 'key')
     assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == 'secp256r1'
     assert res['thumbprint'] == rfc7638_thumbprint(key)
-    assert window.text().count('POST /sign-me-up') == 1
+    # One account created (POSTs may be resent after Pebble's random badNonce).
+    assert window.text().count('accounts in memory') == 1
 
     at_ca = lookup(pebble, key_path)
     assert at_ca['uri'] == res['account_uri']
