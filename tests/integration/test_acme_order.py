@@ -513,3 +513,9 @@ def test_finalized_order_is_downloaded_again(pebble, stateless_web):
     assert window.count('POST /finalize-order/') == 0
     assert window.count('POST /order-plz') == 0
     assert window.count('POST /chalZ/') == 0
+    # ARI for the certificate: the window lies inside its validity.
+    window_info = acme_client.fetch_renewal_window(pebble.directory_url, first[0],
+                                                   ca_bundle=pebble.ca_path)
+    assert first[0].not_valid_before_utc < window_info['start'] < window_info['end'] \
+        < first[0].not_valid_after_utc
+    assert window_info['retry_after'] is None or window_info['retry_after'] >= 0
