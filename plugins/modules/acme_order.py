@@ -152,9 +152,8 @@ EXAMPLES = r'''
 
 - name: Two steps, part 2 - place the challenges on every server
   fleetcert.meteor.acme_challenge:
-    token: "{{ item.token }}"
-    key_authorization: "{{ item.key_authorization }}"
-  loop: "{{ order.challenges }}"
+    webroot: /var/lib/fleetcert/acme
+    challenges: "{{ order.challenges }}"
 
 - name: Two steps, part 3 - validate, finalize, write the files on the controller
   fleetcert.meteor.acme_order:
