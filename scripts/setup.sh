@@ -123,6 +123,21 @@ step_venv() {
     printf '%s\n' "${want}" >"${stamp}"
 }
 
+# ansible-test sanity --venv bootstraps pip in each venv with a get-pip.py it
+# downloads from a host the test bed cannot reach; it uses a cached copy when
+# one exists, so put ours there (for the pip version this ansible-test wants).
+step_ansible_test_get_pip() {
+    local reqs version cache
+    reqs="$(echo "${FLEETCERT_VENV}"/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py)"
+    version="$(sed -n "s/^ *pip='\([0-9.]*\)',\{0,1\}$/\1/p" "${reqs}" | head -n 1)"
+    [ -n "${version}" ] || die "cannot find the pip version ansible-test bootstraps in ${reqs}"
+    cache="${HOME}/.ansible/test/cache/get_pip_${version//./_}.py"
+    if ! cmp -s "${FLEETCERT_ROOT}/scripts/ansible-test-get-pip.py" "${cache}"; then
+        mkdir -p "$(dirname "${cache}")"
+        cp "${FLEETCERT_ROOT}/scripts/ansible-test-get-pip.py" "${cache}"
+    fi
+}
+
 step_collection_link() {
     local parent="${FLEETCERT_CACHE}/collections/ansible_collections/fleetcert"
     mkdir -p "${parent}"
@@ -136,6 +151,7 @@ step_apt
 step_containers_conf
 step_pebble
 step_venv
+step_ansible_test_get_pip
 step_collection_link
 if [ "${FLEETCERT_SKIP_IMAGES:-0}" != 1 ]; then
     "${FLEETCERT_ROOT}/scripts/build-images.sh"
