@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Websocket round trip through nginx, from outside the host.
 
 Connects to ADDRESS:443 with SNI NAME, verifies the certificate against
@@ -6,7 +5,7 @@ CAFILE (no -k), sends an RFC 6455 upgrade for /websocket, checks the 101 and
 its Sec-WebSocket-Accept, then sends a masked text frame and expects the same
 text echoed back by the stand-in app. Prints one JSON line; exit 1 on failure.
 
-usage: ws_check.py ADDRESS NAME CAFILE
+usage: python3 ws_check.py ADDRESS NAME CAFILE
 """
 import base64
 import hashlib
@@ -57,9 +56,12 @@ def main(address, name, cafile):
                 b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
                 b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + key + b"\r\n\r\n")
             data = read_until(sock, b"\r\n\r\n")
-            head, _, rest = data.partition(b"\r\n\r\n")
+            head, dummy, rest = data.partition(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
-            headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+            headers = {}
+            for line in lines[1:]:
+                key, dummy, value = line.partition(":")
+                headers[key.strip().lower()] = value.strip()
             result["status_line"] = lines[0]
             result["accept"] = headers.get("sec-websocket-accept")
             result["accept_ok"] = result["accept"] == expected_accept
