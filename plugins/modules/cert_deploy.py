@@ -29,7 +29,7 @@ description:
     a fresh host), O(state=rollback) points C(live) back at an existing version.
   - Old versions beyond O(keep_versions) are removed; the live one is always kept.
 author:
-  - fleetcert maintainers
+  - fleetcert maintainers (@fleetcert)
 requirements:
   - cryptography >= 38
 attributes:
