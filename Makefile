@@ -9,6 +9,8 @@ SUITE := scripts/run-suite.sh
 # suite by appending its target here (SUITES += my-suite) and recording it
 # with $(SUITE) run my-suite KIND -- CMD.
 SUITES := lint sanity unit integration molecule
+# The local fleet (scripts/fleet.sh): zero downtime under load, faults, TLS scan.
+SUITES += fleet-tests
 
 .PHONY: setup test clean $(SUITES)
 
@@ -29,6 +31,9 @@ integration: setup
 
 molecule: setup
 	$(SUITE) run molecule molecule --
+
+fleet-tests: setup
+	$(SUITE) run fleet-tests pytest -- pytest tests/fleet
 
 # Runs every suite even when one fails (-k), then prints per-suite counts and
 # a last line "N passed, N failed" (CI reads it); fails if any suite failed.
@@ -53,3 +58,11 @@ bench: bench-order
 
 bench-order: setup
 	.cache/venv/bin/python bench/order_bench.py $(BENCH_ARGS)
+
+# The fleet benchmark (bench/fleet_bench.py): fleets of 3, 10 and 25 nodes.
+# Options: make bench-fleet BENCH_ARGS="--sizes 3,10".
+.PHONY: bench-fleet
+bench: bench-fleet
+
+bench-fleet: setup
+	.cache/venv/bin/python bench/fleet_bench.py $(BENCH_ARGS)
