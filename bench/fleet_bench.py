@@ -549,7 +549,7 @@ def plot(json_path, png_path):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--sizes', default='3,10,25', help='fleet sizes, comma-separated (1-50)')
     parser.add_argument('--forks', default='n', help="ansible forks: 'n' (one per node) or a number")
     parser.add_argument('--skip-load', action='store_true', help='skip the renewal under load')

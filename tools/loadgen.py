@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright: fleetcert maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -8,7 +7,7 @@ Used by tests/fleet (zero downtime during a renewal) and bench/fleet_bench.py.
 Only ever aimed at our own containers: the target is an address on this
 machine (the local fleet's load balancer), given explicitly.
 
-    loadgen.py --address 10.89.3.2 --name app.fleet.test --cafile root.pem \
+    python loadgen.py --address 10.89.3.2 --name app.fleet.test --cafile root.pem \
         --out load.json [--connections 4] [--interval 0.02] [--requests-per-connection 40]
         [--websockets 12] [--ws-interval 0.5] [--duration 300] [--max-requests 200000]
         [--stop-file PATH]
@@ -404,7 +403,7 @@ def summarize(data, marks=None):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--address', required=True, help='address of the load balancer (ours)')
     parser.add_argument('--port', type=int, default=443)
     parser.add_argument('--name', required=True, help='SNI and Host name')

@@ -86,11 +86,11 @@ def test_ca_unreachable_at_order_time_changes_nothing(fleet, converged):
 
 
 def offer(fleet, node, **extra):
-    extra_vars = {'offer_host': node, 'offer_cert_root': fleet.cert_root, 'offer_site': fleetlib.SITE,
+    extra_vars = {'offer_cert_root': fleet.cert_root, 'offer_site': fleetlib.SITE,
                   'offer_names': [fleet.domain]}
     extra_vars.update(('offer_' + key, value) for key, value in extra.items())
     return tb.run_playbook(os.path.join(HERE, 'playbooks', 'offer_certificate.yml'),
-                           inventory=fleet.inventory, extra_vars=extra_vars)
+                           inventory=fleet.inventory, extra_vars=extra_vars, limit=node)
 
 
 def cut_inside(pem, block, fraction=0.5):
