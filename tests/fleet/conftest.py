@@ -36,7 +36,6 @@ def _require_testbed():
         ('venv %s' % env['FLEETCERT_VENV'], os.path.exists(env['FLEETCERT_PYTHON'])),
         ('pebble', shutil.which('pebble')),
         ('image %s' % tb.image('host'), tb.podman('image', 'exists', tb.image('host'), check=False).returncode == 0),
-        ('.cache/meteor-bundle.tar.gz', os.path.exists(os.path.join(fleetlib.ROOT, '.cache', 'meteor-bundle.tar.gz'))),
     ) if not ok]
     if missing:
         pytest.exit('test bed not set up (missing: %s): run `make setup`' % ', '.join(missing), returncode=4)

@@ -62,6 +62,8 @@ class Fleet(object):
         return tb.run(cmd, check=check, timeout=timeout)
 
     def up(self):
+        # site.yml deploys the stand-in Meteor bundle; a fresh clone has none yet.
+        tb.run(['bash', os.path.join(ROOT, 'scripts', 'make-bundle.sh')])
         self.sh('up')
         self.load_env()
         os.makedirs(self.work, exist_ok=True)
