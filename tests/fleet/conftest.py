@@ -30,6 +30,15 @@ SSLYZE_VENV = os.path.join(fleetlib.ROOT, '.cache', 'sslyze-venv')
 SSLYZE_REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'requirements-sslyze.txt')
 
 
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'restarts_ca: the test restarts the fleet\'s Pebble (a new CA); '
+                            'such tests run last, so the others share one CA and need no extra run')
+
+
+def pytest_collection_modifyitems(session, config, items):  # pylint: disable=unused-argument
+    items.sort(key=lambda item: item.get_closest_marker('restarts_ca') is not None)
+
+
 def _require_testbed():
     env = tb.testbed_env()
     missing = [what for what, ok in (

@@ -244,6 +244,7 @@ def test_interrupted_fanout_leaves_valid_certificates_and_next_run_converges(fle
         'every node must serve the new certificate after the next run: %s' % serials(served)
 
 
+@pytest.mark.restarts_ca
 def test_ca_gone_between_challenges_and_finalization(fleet, converged, work):
     """Pebble stopped once the challenge files are on every node: nodes keep their
     certificate, the challenge files are removed, and the next run succeeds."""
@@ -282,6 +283,7 @@ def test_ca_gone_between_challenges_and_finalization(fleet, converged, work):
     assert not set(serials(served).values()) & set(serials(served_before).values())
 
 
+@pytest.mark.restarts_ca
 def test_half_the_nonces_rejected_the_whole_run_succeeds(fleet, converged):
     """Pebble rejects 50% of valid nonces (badNonce) for the whole run: the run succeeds.
 
