@@ -66,3 +66,13 @@ bench: bench-fleet
 
 bench-fleet: setup
 	.cache/venv/bin/python bench/fleet_bench.py $(BENCH_ARGS)
+
+# The local fleet demo (docs/fleet.md): three web nodes behind a TCP load
+# balancer and a local ACME CA (Pebble), then playbooks/site.yml and the
+# checks an operator would make. A second `make demo` places no ACME order.
+.PHONY: demo demo-down
+demo: setup
+	scripts/fleet.sh demo
+
+demo-down:
+	scripts/fleet.sh down
