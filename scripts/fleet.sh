@@ -20,6 +20,7 @@
 # Defaults: --name demo, --nodes 3, --port-base 14700, --domain app.fleet.test.
 # State (load balancer config, account key, env) in .cache/fleet/NAME/.
 set -euo pipefail
+# shellcheck source=scripts/env.sh
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 usage() {
@@ -49,7 +50,9 @@ while [ $# -gt 0 ]; do
 done
 case "${ACTION}" in up|down|status|check|orders|add-node|demo) ;; *) die "unknown action '${ACTION}' (see --help)" ;; esac
 [[ "${NAME}" =~ ^[a-z0-9][a-z0-9-]{0,30}$ ]] || die "--name '${NAME}': lowercase letters, digits and '-', at most 31"
-[[ "${NODES}" =~ ^[0-9]+$ ]] && [ "${NODES}" -ge 1 ] && [ "${NODES}" -le 50 ] || die "--nodes '${NODES}': a number from 1 to 50"
+if ! [[ "${NODES}" =~ ^[0-9]+$ ]] || [ "${NODES}" -lt 1 ] || [ "${NODES}" -gt 50 ]; then
+    die "--nodes '${NODES}': a number from 1 to 50"
+fi
 [[ "${PORT_BASE}" =~ ^[0-9]+$ ]] || die "--port-base '${PORT_BASE}': a number"
 [[ "${DOMAIN}" =~ ^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$ ]] || die "--domain '${DOMAIN}': a lowercase DNS name"
 
@@ -312,7 +315,7 @@ do_demo() {
     (cd "${FLEETCERT_ROOT}" && ansible-playbook -i demo/inventory.yml playbooks/site.yml)
     after="$(count_orders)"
     do_check
-    printf 'ACME orders placed by this run: %s (a second `make demo` places none)\n' "$((after - before))"
+    printf 'ACME orders placed by this run: %s (a second "make demo" places none)\n' "$((after - before))"
 }
 
 # One run per fleet at a time. flock -o keeps the lock out of the children:
