@@ -175,7 +175,9 @@ def run_measured(argv, env, out_path):
 
 
 def _ts(value):
-    return datetime.datetime.strptime(value, '%Y-%m-%dT%H:%M:%S.%fZ').timestamp()
+    # isoformat() leaves out the microseconds when they are zero.
+    fmt = '%Y-%m-%dT%H:%M:%S.%fZ' if '.' in value else '%Y-%m-%dT%H:%M:%SZ'
+    return datetime.datetime.strptime(value, fmt).replace(tzinfo=datetime.timezone.utc).timestamp()
 
 
 def phase_times(data):
@@ -395,6 +397,8 @@ class Bench(object):
                 self.playbook_run(fleet, 'no-op', 'renew')
                 if not self.args.skip_certbot:
                     self.certbot_per_node(fleet)
+                # Results so far: a long run that is stopped still leaves them.
+                self.write(quiet=True)
         finally:
             if self.fleet is not None and not self.args.keep:
                 self.fleet.down()
@@ -422,7 +426,7 @@ class Bench(object):
                          % (t0, n0, t1, n1, t1 / t0, float(n1) / n0)))
         return rows
 
-    def write(self):
+    def write(self, quiet=False):
         os.makedirs(RESULTS, exist_ok=True)
         result = {'versions': self.versions, 'settings': {
             'sizes': self.args.sizes, 'forks': self.args.forks, 'pebble_env': PEBBLE_ENV},
@@ -439,7 +443,8 @@ class Bench(object):
         markdown = self.markdown()
         with open(os.path.join(RESULTS, 'fleet.md'), 'w') as handle:
             handle.write(markdown)
-        print(markdown)
+        if not quiet:
+            print(markdown)
 
     def markdown(self):
         out = ['# Fleet benchmark', '',
