@@ -98,6 +98,7 @@ notes:
   - Private keys are written with mode 0600 and never returned.
   - A version is named C(<notBefore as UTC YYYYmmddHHMMSS>-<first 16 hex digits of the serial>);
     placeholders are prefixed with C(placeholder-).
+  - Runs on the same site wait for each other (a lock file C(<cert_root>/.<site>.lock)).
 seealso:
   - module: fleetcert.meteor.cert_info
 '''
@@ -174,6 +175,7 @@ pruned:
 '''
 
 import datetime
+import fcntl
 import os
 import re
 import shutil
@@ -458,6 +460,20 @@ class Deployer(object):
         self.pruned = []
 
     def run(self):
+        if self.check:
+            return self._run()
+        # Two runs on one node (an operator and a schedule) must not interleave:
+        # one could prune or clean up what the other is writing.
+        ensure_directory(self.tree.root, 0o755)
+        fd = os.open(os.path.join(self.tree.root, '.%s.lock' % self.params['site']),
+                     os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return self._run()
+        finally:
+            os.close(fd)
+
+    def _run(self):
         state = self.params['state']
         previous = self.tree.live_version()
         if state == 'present':
