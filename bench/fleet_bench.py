@@ -367,7 +367,20 @@ class Bench(object):
 
     # -- the whole benchmark ---------------------------------------------------
 
+    def merge_earlier(self):
+        """--merge: keep the records of an earlier run (bench/results/fleet.raw.json)."""
+        try:
+            with open(os.path.join(RESULTS, 'fleet.raw.json')) as handle:
+                earlier = json.load(handle)
+        except (OSError, ValueError):
+            return
+        self.records = [r for r in earlier.get('records', []) if r['nodes'] not in self.args.sizes]
+        self.load = earlier.get('load') if self.args.skip_load else None
+        self.versions = earlier.get('versions') or {}
+
     def main(self):
+        if self.args.merge:
+            self.merge_earlier()
         order_bench.ensure_prerequisites()
         shutil.rmtree(WORK, ignore_errors=True)
         os.makedirs(WORK)
@@ -438,7 +451,7 @@ class Bench(object):
         with open(os.path.join(RESULTS, 'fleet.json'), 'w') as handle:
             json.dump(result, handle, indent=1, sort_keys=True)
         with open(os.path.join(RESULTS, 'fleet.raw.json'), 'w') as handle:
-            json.dump({'records': self.records, 'load': self.load}, handle)
+            json.dump({'records': self.records, 'load': self.load, 'versions': self.versions}, handle)
         plot(os.path.join(RESULTS, 'fleet.json'), os.path.join(RESULTS, 'fleet.png'))
         markdown = self.markdown()
         with open(os.path.join(RESULTS, 'fleet.md'), 'w') as handle:
@@ -560,6 +573,8 @@ def parse_args(argv):
     parser.add_argument('--skip-load', action='store_true', help='skip the renewal under load')
     parser.add_argument('--skip-certbot', action='store_true', help='skip certbot per node')
     parser.add_argument('--keep', action='store_true', help='keep the last fleet running')
+    parser.add_argument('--merge', action='store_true',
+                        help='keep the results of an earlier run for the sizes not measured now')
     args = parser.parse_args(argv)
     try:
         args.sizes = [int(x) for x in args.sizes.split(',')]
