@@ -374,7 +374,9 @@ class Bench(object):
                 earlier = json.load(handle)
         except (OSError, ValueError):
             return
-        self.records = [r for r in earlier.get('records', []) if r['nodes'] not in self.args.sizes]
+        # A size's earlier records go when that size is measured again (main), so a
+        # run stopped half way still leaves every size measured so far.
+        self.records = earlier.get('records', [])
         self.load = earlier.get('load') if self.args.skip_load else None
         self.versions = earlier.get('versions') or {}
 
@@ -402,6 +404,7 @@ class Bench(object):
                              'old_serials': run['old_serials'], 'new_serials': run['new_serials']}
             for nodes in self.args.sizes:
                 log('fleet of %d nodes (nginx only)' % nodes)
+                self.records = [r for r in self.records if r['nodes'] != nodes]
                 fleet = self.fresh_fleet(nodes)
                 if not self.versions:
                     self.collect_versions(fleet)
