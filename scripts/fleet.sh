@@ -115,6 +115,8 @@ start_node() {
         return 0
     fi
     log "starting web node ${name}"
+    podman volume exists "${name}-containers" \
+        || podman volume create --label "${LABEL}" --label "${SESSION_LABEL}" "${name}-containers" >/dev/null
     # The nested podman (vfs, like the read-only image store it reads the base
     # images from) keeps its storage on a volume, outside the node's own layer.
     podman run -d --name "${name}" --hostname "${name}" --privileged \
@@ -161,7 +163,7 @@ sync_lb() {
         # Rewrite in place: the bind mount follows the inode.
         cat "${conf}.tmp" >"${conf}"
         podman exec "${LB}" nginx -t -q
-        podman exec "${LB}" nginx -s reload
+        podman exec "${LB}" nginx -s reload 2>/dev/null
     fi
     rm -f "${conf}.tmp"
 }
@@ -239,13 +241,17 @@ do_add_node() {
 }
 
 do_down() {
-    local c v
-    for c in $(podman ps -a --filter "label=${LABEL}" --format '{{.Names}}'); do
-        podman rm -f -t 2 "${c}" >/dev/null
-        log "removed ${c}"
-    done
-    for v in $(podman volume ls --format '{{.Name}}' | grep -E "^${PREFIX}-web[0-9]+-containers$" || true); do
-        podman volume rm -f "${v}" >/dev/null
+    local ids left
+    ids="$(podman ps -aq --filter "label=${LABEL}")"
+    if [ -n "${ids}" ]; then
+        # shellcheck disable=SC2086  # one id per word
+        podman rm -f -t 2 ${ids} >/dev/null
+        log "removed the containers of fleet ${NAME}"
+    fi
+    # Labelled volumes, and unlabelled ones from before volumes carried labels.
+    for v in $(podman volume ls -q --filter "label=${LABEL}") \
+             $(podman volume ls -q | grep -E "^${PREFIX}-web[0-9]+-containers$" || true); do
+        podman volume rm -f "${v}" >/dev/null 2>&1 || true
     done
     if podman network exists "${NET}"; then
         podman network rm -f "${NET}" >/dev/null
@@ -253,6 +259,9 @@ do_down() {
     fi
     "${FLEETCERT_ROOT}/scripts/pebble.sh" stop --name "${PEBBLE_NAME}" --port-base "${PORT_BASE}"
     rm -rf "${STATE}" "${FLEETCERT_CACHE}/pebble/${PEBBLE_NAME}"
+    left="$(podman ps -aq --filter "label=${LABEL}"; podman volume ls -q --filter "label=${LABEL}"
+            if podman network exists "${NET}"; then echo "${NET}"; fi)"
+    [ -z "${left}" ] || die "could not remove everything of fleet ${NAME}: ${left}"
 }
 
 # The root Pebble issues from changes on every start: fetch the current one.
