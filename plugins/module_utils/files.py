@@ -51,7 +51,8 @@ def would_change(path, data, mode):
     return read_regular_file(path) != data
 
 
-def _fsync_dir(directory):
+def fsync_dir(directory):
+    """Make a rename or new entry in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -99,7 +100,7 @@ def atomic_write(path, data, mode):
     except BaseException:
         os.unlink(tmp_path)
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return True
 
 

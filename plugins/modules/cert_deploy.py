@@ -186,7 +186,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.converters import to_bytes, to_native, to_text
 
 from ansible_collections.fleetcert.meteor.plugins.module_utils.errors import FleetcertError
-from ansible_collections.fleetcert.meteor.plugins.module_utils.files import atomic_write, ensure_directory
+from ansible_collections.fleetcert.meteor.plugins.module_utils.files import atomic_write, ensure_directory, fsync_dir
 
 from ansible_collections.fleetcert.meteor.plugins.module_utils import crypto
 from ansible_collections.fleetcert.meteor.plugins.module_utils.validation import normalize_names
@@ -333,14 +333,6 @@ def plan_prune(versions, keep, protect):
     return doomed
 
 
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class SiteTree(object):
     """The on-disk layout of one site; every write goes through here."""
 
@@ -409,9 +401,9 @@ class SiteTree(object):
                     if f.read() != files[name]:
                         raise FleetcertError('writing %s/%s: read-back differs (disk full?); '
                                              'nothing was changed' % (tmp, name))
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             os.rename(tmp, os.path.join(self.versions_dir, version))
-            _fsync_dir(self.versions_dir)
+            fsync_dir(self.versions_dir)
         except Exception:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -427,7 +419,7 @@ class SiteTree(object):
             if os.path.lexists(tmp):
                 os.unlink(tmp)
             raise
-        _fsync_dir(self.site_dir)
+        fsync_dir(self.site_dir)
 
     def remove_version(self, version):
         shutil.rmtree(os.path.join(self.versions_dir, version))
