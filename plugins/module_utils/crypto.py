@@ -45,6 +45,10 @@ _RSA_BITS = {'rsa2048': 2048, 'rsa3072': 3072, 'rsa4096': 4096}
 _PEM_CERT_RE = re.compile(
     br'-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----', re.DOTALL)
 _PEM_BEGIN_CERT = b'-----BEGIN CERTIFICATE-----'
+# Any complete PEM block (certificate, key, ...): what follows the last one must
+# be whitespace, else the data was cut (e.g. inside the next block's BEGIN line).
+_PEM_ANY_BLOCK_RE = re.compile(
+    br'-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----', re.DOTALL)
 
 # A CN longer than this is invalid (RFC 5280 ub-common-name); the names still
 # go into the SAN, which is what clients check.
@@ -157,6 +161,8 @@ def split_pem_chain(pem, option='certificate'):
     Other PEM blocks (a private key in a combined file) and text between blocks
     (openssl's ``subject=`` lines) are ignored; a truncated or corrupt
     certificate block is an error, so a half-written file is never trusted.
+    Anything but whitespace after the last complete PEM block (a block cut
+    inside its BEGIN line leaves e.g. ``-----BEG``) is a truncation too.
     """
     data = _to_bytes(pem, option)
     blocks = _PEM_CERT_RE.findall(data)
@@ -169,6 +175,12 @@ def split_pem_chain(pem, option='certificate'):
         raise FleetcertError(
             '%s: a PEM certificate is truncated (%d BEGIN CERTIFICATE lines, %d complete blocks)'
             % (option, begins, len(blocks)))
+    last_end = max(match.end() for match in _PEM_ANY_BLOCK_RE.finditer(data))
+    if data[last_end:].strip():
+        # The leftover is not quoted: it may be the start of a private key.
+        raise FleetcertError(
+            '%s: the PEM data is truncated (%d bytes of incomplete or unexpected text after '
+            'the last complete PEM block)' % (option, len(data[last_end:].strip())))
     certs = []
     for index, block in enumerate(blocks):
         try:

@@ -156,6 +156,33 @@ class TestChain:
         with pytest.raises(FleetcertError, match=r'^fullchain: a PEM certificate is truncated \(2 BEGIN'):
             crypto.split_pem_chain(truncated, 'fullchain')
 
+    @pytest.mark.parametrize('cut', [3, 8, 11, 20, 26])
+    def test_refuses_chain_cut_inside_the_next_begin_line(self, ec_key, rsa_key, cut):
+        leaf = crypto.certificate_to_pem(_issue(ec_key, serial=1))
+        inter = crypto.certificate_to_pem(_issue(rsa_key, serial=2))
+        truncated = leaf + inter[:cut]
+        assert b'-----BEGIN CERTIFICATE-----' not in truncated[len(leaf):]
+        with pytest.raises(FleetcertError, match=r'^fullchain: the PEM data is truncated'):
+            crypto.split_pem_chain(truncated, 'fullchain')
+
+    def test_refuses_garbage_after_the_last_block(self, ec_key):
+        pem = crypto.certificate_to_pem(_issue(ec_key))
+        with pytest.raises(FleetcertError, match=r'^certificate: the PEM data is truncated') as exc:
+            crypto.split_pem_chain(pem + b'MIIBsecret')
+        assert b'MIIBsecret'.decode() not in str(exc.value)
+
+    def test_refuses_truncated_key_after_the_chain(self, ec_key):
+        pem = crypto.certificate_to_pem(_issue(ec_key))
+        key = crypto.private_key_to_pem(ec_key)
+        with pytest.raises(FleetcertError, match=r'^certificate: the PEM data is truncated'):
+            crypto.split_pem_chain(pem + key[:len(key) // 2])
+
+    def test_accepts_trailing_whitespace_and_a_complete_key(self, ec_key):
+        pem = crypto.certificate_to_pem(_issue(ec_key))
+        key = crypto.private_key_to_pem(ec_key)
+        assert len(crypto.split_pem_chain(pem + b'\n\r\n \t\n')) == 1
+        assert len(crypto.split_pem_chain(pem + key + b'\n')) == 1
+
     def test_refuses_a_single_truncated_certificate(self, ec_key):
         pem = crypto.certificate_to_pem(_issue(ec_key))
         with pytest.raises(FleetcertError, match='no END CERTIFICATE line'):
