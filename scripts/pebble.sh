@@ -2,7 +2,7 @@
 # Runs a throwaway ACME CA (Pebble + pebble-challtestsrv) for tests and demos.
 #
 #   pebble.sh start|stop|status|env [--name NAME] [--port-base N] [--env K=V ...]
-#                                   [--retry-after SECONDS]
+#                                   [--retry-after SECONDS] [--eab KID=MACKEY ...]
 #
 # Ports: N ACME directory (https), N+1 Pebble management (https), N+2
 # challtestsrv DNS (udp+tcp, 127.0.0.1), N+3 challtestsrv management (http,
@@ -12,7 +12,8 @@
 # one with other settings is restarted. Pebble's env: PEBBLE_VA_NOSLEEP=1 plus
 # every --env (e.g. PEBBLE_WFE_NONCEREJECT=50). --retry-after: the Retry-After
 # Pebble sends on pending authorizations and processing orders (default 1;
-# 0 sends none, as for protocol-speed benchmarks).
+# 0 sends none, as for protocol-speed benchmarks). --eab: require External
+# Account Binding and accept this key id with its base64url HMAC key.
 set -euo pipefail
 # shellcheck source=scripts/env.sh
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -30,12 +31,14 @@ NAME=default
 PORT_BASE=14000
 EXTRA_ENV=()
 RETRY_AFTER=1
+EAB_KEYS=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --name) [ $# -ge 2 ] || usage; NAME="$2"; shift 2 ;;
         --port-base) [ $# -ge 2 ] || usage; PORT_BASE="$2"; shift 2 ;;
         --env) [ $# -ge 2 ] || usage; EXTRA_ENV+=("$2"); shift 2 ;;
         --retry-after) [ $# -ge 2 ] || usage; RETRY_AFTER="$2"; shift 2 ;;
+        --eab) [ $# -ge 2 ] || usage; EAB_KEYS+=("$2"); shift 2 ;;
         -h|--help) usage ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
@@ -50,6 +53,9 @@ if ! [[ "${RETRY_AFTER}" =~ ^[0-9]+$ ]] || [ "${RETRY_AFTER}" -gt 60 ]; then
 fi
 for kv in "${EXTRA_ENV[@]+"${EXTRA_ENV[@]}"}"; do
     [[ "${kv}" =~ ^[A-Z_][A-Z0-9_]*=.*$ ]] || die "--env '${kv}': expected KEY=VALUE"
+done
+for kv in "${EAB_KEYS[@]+"${EAB_KEYS[@]}"}"; do
+    [[ "${kv}" =~ ^[A-Za-z0-9_.-]+=[A-Za-z0-9_-]+$ ]] || die "--eab '${kv}': expected KID=MACKEY (MACKEY base64url)"
 done
 
 DIR="${FLEETCERT_CACHE}/pebble/${NAME}"
@@ -95,6 +101,7 @@ settings() {
     printf 'port_base=%s\n' "${PORT_BASE}"
     printf 'retry_after=%s\n' "${RETRY_AFTER}"
     printf 'env=%s\n' "${EXTRA_ENV[@]+"${EXTRA_ENV[@]}"}" | sort
+    printf 'eab=%s\n' "${EAB_KEYS[@]+"${EAB_KEYS[@]}"}" | sort
     sha256sum "${BASH_SOURCE[0]}" /usr/bin/pebble | cut -d' ' -f1
 }
 
@@ -120,6 +127,18 @@ make_tls() {
     cp "${t}/ca.pem" "${DIR}/ca.pem"
 }
 
+# The externalAccountMACKeys object for --eab (both parts were checked above,
+# so they need no JSON escaping).
+eab_json() {
+    local kv sep=''
+    printf '{'
+    for kv in "${EAB_KEYS[@]+"${EAB_KEYS[@]}"}"; do
+        printf '%s"%s": "%s"' "${sep}" "${kv%%=*}" "${kv#*=}"
+        sep=', '
+    done
+    printf '}'
+}
+
 write_config() {
     # Profiles mirror Let's Encrypt's (classic 90 days, shortlived ~6.7 days).
     # Pebble gives orders that name no profile a random one (even with a
@@ -135,7 +154,8 @@ write_config() {
     "httpPort": 80,
     "tlsPort": 443,
     "ocspResponderURL": "",
-    "externalAccountBindingRequired": false,
+    "externalAccountBindingRequired": $([ ${#EAB_KEYS[@]} -gt 0 ] && echo true || echo false),
+    "externalAccountMACKeys": $(eab_json),
     "domainBlocklist": ["blocked-domain.example"],
     "retryAfter": {"authz": ${RETRY_AFTER}, "order": ${RETRY_AFTER}},
     "keyAlgorithm": "ecdsa",

@@ -32,6 +32,10 @@ _TOKEN_RE = re.compile(r'^[A-Za-z0-9_-]+\Z')
 _TOKEN_MIN_LENGTH = 22
 _TOKEN_MAX_LENGTH = 255
 
+# RFC 8555 section 7.3.4: the CA hands out the MAC key base64url-encoded; some
+# CAs add padding, which is harmless.
+_EAB_HMAC_KEY_RE = re.compile(r'^[A-Za-z0-9_-]+={0,2}\Z')
+
 # dot-atom local part (RFC 5322 section 3.2.3); quoted local parts are refused
 # because CAs refuse them too.
 _LOCAL_PART_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
@@ -121,6 +125,26 @@ def validate_token(token, option='token'):
             '%s: an ACME token has %d to %d characters, got %d'
             % (option, _TOKEN_MIN_LENGTH, _TOKEN_MAX_LENGTH, len(token)))
     return token
+
+
+def validate_eab(kid, hmac_key, kid_option='eab_kid', key_option='eab_hmac_key'):
+    """Check an External Account Binding pair; returns ``(kid, hmac_key)`` stripped.
+
+    The MAC key is a secret: messages describe it, never quote it.
+    """
+    if kid is None and hmac_key is None:
+        return None, None
+    if not isinstance(kid, string_types) or not kid.strip() or any(c.isspace() for c in kid.strip()):
+        raise FleetcertError('%s: must be the non-empty key identifier the CA gave you, '
+                             'without spaces' % kid_option)
+    if not isinstance(hmac_key, string_types) or not _EAB_HMAC_KEY_RE.match(hmac_key.strip()):
+        raise FleetcertError('%s: not a base64url-encoded key (only A-Z a-z 0-9 _ - and '
+                             'trailing = are allowed; the value is not shown)' % key_option)
+    hmac_key = hmac_key.strip()
+    if len(hmac_key.rstrip('=')) % 4 == 1:
+        raise FleetcertError('%s: not a base64url-encoded key (its length cannot be '
+                             'decoded; the value is not shown)' % key_option)
+    return kid.strip(), hmac_key
 
 
 def validate_directory_url(url, allow_insecure=False, option='directory_url'):

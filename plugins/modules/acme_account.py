@@ -153,6 +153,7 @@ from ansible_collections.fleetcert.meteor.plugins.module_utils.errors import Fle
 from ansible_collections.fleetcert.meteor.plugins.module_utils.files import atomic_write
 from ansible_collections.fleetcert.meteor.plugins.module_utils.validation import (
     normalize_contacts,
+    validate_eab,
 )
 
 
@@ -179,6 +180,7 @@ def run(module):
     params = module.params
     acme_client.validate_acme_params(params)
     contacts = normalize_contacts(params['contact'], option='contact')
+    eab_kid, eab_hmac_key = validate_eab(params['eab_kid'], params['eab_hmac_key'])
     acme_client.require_acme()
     key, generated = _account_key(module)
 
@@ -203,7 +205,7 @@ def run(module):
     else:
         info = client.register_or_find_account(
             contacts, params['terms_agreed'],
-            eab_kid=params['eab_kid'], eab_hmac_key=params['eab_hmac_key'])
+            eab_kid=eab_kid, eab_hmac_key=eab_hmac_key)
 
     if info is None:
         # Check mode: the account would be created.

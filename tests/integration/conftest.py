@@ -65,14 +65,16 @@ def pebble(testbed_session_id, pebble_port_base):
 def pebble_factory(pebble):
     """Start extra Pebble instances: pebble_factory(env={'PEBBLE_WFE_NONCEREJECT': '50'}).
 
+    eab={kid: base64url MAC key} makes the instance require External Account Binding.
+
     Each gets its own port base and is stopped when the test ends.
     """
     started = []
 
-    def factory(env=None):
+    def factory(env=None, eab=None):
         session_base = pebble.port_base
         instance = tb.start_pebble([session_base + 4 * k for k in range(1, EXTRA_PEBBLES + 1)],
-                                   env=env, taken={p.port_base for p in started})
+                                   env=env, eab=eab, taken={p.port_base for p in started})
         started.append(instance)
         return instance
 

@@ -78,10 +78,12 @@ def podman(*args, **kwargs):
 class Pebble:
     """One scripts/pebble.sh instance. Ports: N ACME, N+1 mgmt, N+2 DNS, N+3 challtestsrv mgmt."""
 
-    def __init__(self, name, port_base, env=None):
+    def __init__(self, name, port_base, env=None, eab=None):
         self.name = name
         self.port_base = int(port_base)
         self.extra_env = dict(env or {})
+        # External Account Binding keys the CA requires and accepts: {kid: base64url MAC key}.
+        self.eab = dict(eab or {})
         self.dir = os.path.join(ROOT, '.cache', 'pebble', name)
         self.env = {}
 
@@ -90,6 +92,8 @@ class Pebble:
                '--port-base', str(self.port_base)]
         for key, value in sorted(self.extra_env.items()):
             cmd += ['--env', '%s=%s' % (key, value)]
+        for kid, mac_key in sorted(self.eab.items()):
+            cmd += ['--eab', '%s=%s' % (kid, mac_key)]
         return run(cmd + list(extra), timeout=120)
 
     def start(self):
@@ -192,10 +196,11 @@ class Pebble:
         return self.log_text().count('POST /order-plz')
 
     def __repr__(self):
-        return 'Pebble(%r, port_base=%d, env=%r)' % (self.name, self.port_base, self.extra_env)
+        return 'Pebble(%r, port_base=%d, env=%r, eab=%r)' % (self.name, self.port_base,
+                                                              self.extra_env, sorted(self.eab))
 
 
-def start_pebble(port_bases, env=None, taken=(), prefix='pytest'):
+def start_pebble(port_bases, env=None, taken=(), prefix='pytest', eab=None):
     """Start a Pebble on the first port base of `port_bases` whose ports are free.
 
     Several checkouts share a machine: another session may already hold a base.
@@ -204,7 +209,7 @@ def start_pebble(port_bases, env=None, taken=(), prefix='pytest'):
     for base in port_bases:
         if base in taken:
             continue
-        instance = Pebble('%s-%d' % (prefix, base), base, env=env)
+        instance = Pebble('%s-%d' % (prefix, base), base, env=env, eab=eab)
         try:
             return instance.start()
         except CommandError as err:

@@ -258,3 +258,115 @@ def test_untrusted_tls_certificate_is_reported(account, pebble, tmp_path):
                           account_create_key=True)
     assert result.rc != 0
     assert res['msg'].startswith('TLS verification of %s failed' % pebble.directory_url)
+
+
+# ---------------------------------------------------------------- External Account Binding
+
+EAB_KID = 'fleetcert-kid-1'
+
+
+@pytest.fixture
+def eab_ca(pebble_factory):
+    """A Pebble that requires External Account Binding; returns (pebble, MAC key)."""
+    mac_key = b64url(os.urandom(32))
+    return pebble_factory(eab={EAB_KID: mac_key}), mac_key
+
+
+def eab_account(account, ca, key_path, **variables):
+    return account(directory_url=ca.directory_url, ca_bundle=ca.ca_path,
+                   acme_account_key_path=str(key_path), account_create_key=True, **variables)
+
+
+def test_eab_required_and_not_given_names_the_options(account, eab_ca, tmp_path):
+    ca, _ = eab_ca
+    window = LogWindow(ca)
+    result, res = eab_account(account, ca, tmp_path / 'account.key')
+    assert result.rc != 0
+    assert res['msg'] == ('the CA at %s requires external account binding: set eab_kid and '
+                          'eab_hmac_key' % ca.directory_url), res['msg']
+    assert 'POST /sign-me-up' not in window.text()
+
+
+def test_eab_binding_creates_the_account_then_finds_it(account, eab_ca, tmp_path):
+    ca, mac_key = eab_ca
+    key_path = tmp_path / 'account.key'
+    result, res = eab_account(account, ca, key_path, account_eab_kid=EAB_KID,
+                              account_eab_hmac_key=mac_key)
+    result.assert_ok()
+    assert res['changed'] is True and res['created'] is True
+    assert res['status'] == 'valid'
+    assert mac_key not in result.stdout + result.stderr
+    assert lookup(ca, key_path)['uri'] == res['account_uri']
+
+    again, res2 = eab_account(account, ca, key_path, account_eab_kid=EAB_KID,
+                              account_eab_hmac_key=mac_key)
+    again.assert_ok()
+    assert res2['changed'] is False and res2['created'] is False
+    assert res2['account_uri'] == res['account_uri']
+
+
+@pytest.mark.parametrize('kid, use_right_key', [(EAB_KID, False), ('unknown-kid', True)],
+                         ids=['wrong-mac-key', 'unknown-kid'])
+def test_eab_refused_by_the_ca_reports_its_problem(account, eab_ca, tmp_path, kid, use_right_key):
+    ca, mac_key = eab_ca
+    key_path = tmp_path / 'account.key'
+    result, res = eab_account(account, ca, key_path, account_eab_kid=kid,
+                              account_eab_hmac_key=mac_key if use_right_key else b64url(os.urandom(32)))
+    assert result.rc != 0
+    assert res['msg'].startswith('registering the ACME account at %s' % ca.directory_url), res['msg']
+    problem = res['problem']
+    assert problem['type'].startswith('urn:ietf:params:acme:error:'), res
+    assert problem['detail'] and problem['type'] in res['msg'] and problem['detail'] in res['msg']
+    assert lookup(ca, key_path) is None
+
+
+def test_eab_mac_key_that_is_not_base64url_is_refused(account, eab_ca, tmp_path):
+    ca, _ = eab_ca
+    window = LogWindow(ca)
+    result, res = eab_account(account, ca, tmp_path / 'account.key', account_eab_kid=EAB_KID,
+                              account_eab_hmac_key='not base64 at all!')
+    assert result.rc != 0
+    assert res['msg'].startswith('eab_hmac_key: not a base64url-encoded key'), res['msg']
+    assert 'base64 at all' not in res['msg']
+    assert window.text() == ''
+    assert not (tmp_path / 'account.key').exists()
+
+
+FLEET_PLAYBOOK = os.path.join(os.path.dirname(PLAYBOOK), 'fleet_account.yml')
+FLEET_TASK = 'Register or find the ACME account (on the controller)'
+
+
+def fleet_account(run_playbook, make_inventory, ca, key_path, **variables):
+    """The fleet playbooks' own settings + account steps with these fleetcert_* variables."""
+    extra = {'fleetcert_site': 'eab', 'fleetcert_names': ['eab.example'],
+             'fleetcert_acme_directory_url': ca.directory_url,
+             'fleetcert_acme_ca_bundle': ca.ca_path,
+             'fleetcert_acme_account_key_path': str(key_path),
+             'fleetcert_acme_terms_agreed': True}
+    extra.update(variables)
+    return run_playbook(FLEET_PLAYBOOK, inventory=make_inventory(), extra_vars=extra)
+
+
+def test_fleet_variables_carry_the_binding(run_playbook, make_inventory, eab_ca, tmp_path):
+    ca, mac_key = eab_ca
+    key_path = tmp_path / 'account.key'
+    key_path.write_bytes(crypto.private_key_to_pem(crypto.generate_private_key('ec256')))
+
+    refused = fleet_account(run_playbook, make_inventory, ca, key_path)
+    assert refused.rc != 0
+    assert 'requires external account binding: set eab_kid and eab_hmac_key' in \
+        refused.result(FLEET_TASK, 'localhost')['msg']
+
+    half = fleet_account(run_playbook, make_inventory, ca, key_path,
+                         fleetcert_acme_eab_kid=EAB_KID)
+    assert half.rc != 0
+    assert 'fleetcert_acme_eab_kid, fleetcert_acme_eab_hmac_key: set both' in half.stdout
+    assert FLEET_TASK not in half.task_names
+
+    bound = fleet_account(run_playbook, make_inventory, ca, key_path,
+                          fleetcert_acme_eab_kid=EAB_KID, fleetcert_acme_eab_hmac_key=mac_key)
+    bound.assert_ok()
+    res = bound.result(FLEET_TASK, 'localhost')
+    assert res['created'] is True
+    assert mac_key not in bound.stdout + bound.stderr
+    assert lookup(ca, key_path)['uri'] == res['account_uri']

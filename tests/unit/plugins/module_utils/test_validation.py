@@ -13,6 +13,7 @@ from ansible_collections.fleetcert.meteor.plugins.module_utils.validation import
     normalize_contacts,
     normalize_names,
     validate_directory_url,
+    validate_eab,
     validate_token,
 )
 
@@ -171,3 +172,26 @@ class TestNormalizeContacts:
     def test_refuses_a_bare_string(self):
         with pytest.raises(FleetcertError, match='^account_email: must be a list'):
             normalize_contacts('ops@example.com', option='account_email')
+
+
+class TestValidateEab:
+    KEY = 'zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W'
+
+    def test_no_binding_is_allowed(self):
+        assert validate_eab(None, None) == (None, None)
+
+    def test_strips_and_accepts_padding(self):
+        assert validate_eab(' kid-1 ', self.KEY[:42] + '==\n') == ('kid-1', self.KEY[:42] + '==')
+
+    @pytest.mark.parametrize('kid', ['', '   ', 'kid 1', 42])
+    def test_bad_kid_names_the_option(self, kid):
+        with pytest.raises(FleetcertError, match=r'^eab_kid: must be the non-empty key identifier'):
+            validate_eab(kid, self.KEY)
+
+    @pytest.mark.parametrize('key', ['not base64 at all!', 'abc+def/', 'abcde', '', '=abc', None])
+    def test_bad_mac_key_names_the_option_and_hides_the_value(self, key):
+        with pytest.raises(FleetcertError) as info:
+            validate_eab('kid-1', key)
+        assert info.value.msg.startswith('eab_hmac_key: not a base64url-encoded key')
+        if key:
+            assert key not in info.value.msg
