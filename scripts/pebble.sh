@@ -184,7 +184,8 @@ ENV
 
 wait_ready() {
     local _
-    for _ in $(seq 100); do
+    # Up to 60 s (600 x 0.1 s, plus the curls): a loaded machine starts Pebble slowly.
+    for _ in $(seq 600); do
         if curl -fsS -o /dev/null --cacert "${DIR}/ca.pem" "https://localhost:${ACME_PORT}/dir" 2>/dev/null \
             && curl -fsS -o /dev/null --cacert "${DIR}/ca.pem" "https://localhost:${MGMT_PORT}/roots/0" 2>/dev/null \
             && curl -sS -o /dev/null "http://127.0.0.1:${CTS_PORT}/" 2>/dev/null; then
@@ -228,7 +229,7 @@ start_instance() {
         printf '%s\n' "--- challtestsrv.log" >&2
         tail -n 20 "${DIR}/challtestsrv.log" >&2
         stop_instance
-        die "instance '${NAME}' did not become ready on ports ${PORT_BASE}..$((PORT_BASE + 3))"
+        die "instance '${NAME}' did not become ready within 60 s on ports ${PORT_BASE}..$((PORT_BASE + 3)) (or exited); see ${DIR}/pebble.log and ${DIR}/challtestsrv.log"
     fi
     settings >"${DIR}/settings"
     write_env
