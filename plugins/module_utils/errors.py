@@ -46,6 +46,8 @@ def problem_to_dict(problem, status=None, url=None):
         'status': status,
         'subproblems': subproblems,
         'url': url,
+        # Seconds from the response's Retry-After (429/503), when the client saw one.
+        'retry_after': getattr(problem, 'retry_after', None),
     }
 
 
@@ -62,6 +64,8 @@ def problem_error(problem, context, status=None, url=None, **details):
         msg += ': %s' % info['detail']
     if url:
         msg += ' (the CA fetched %s)' % url
+    if info['retry_after'] is not None:
+        msg += ' (the CA asks to retry after %d s)' % info['retry_after']
     for sub in info['subproblems']:
         who = sub.get('identifier')
         msg += '; %s%s: %s' % ('%s: ' % who if who else '', sub['type'], sub['detail'])

@@ -19,6 +19,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fleetcert_testbed as tb  # noqa: E402  (needs the path above)
+from ca_proxy import CaProxy  # noqa: E402
 
 # Extra Pebble instances use port bases above the session one, 4 ports each.
 EXTRA_PEBBLES = 20
@@ -81,6 +82,21 @@ def pebble_factory(pebble):
     yield factory
     for instance in started:
         instance.stop()
+
+
+@pytest.fixture
+def ca_proxy():
+    """Factory: ca_proxy(pebble, [ca_proxy.Rule(...)]) -> started CaProxy; stopped at test end."""
+    started = []
+
+    def factory(ca, rules):
+        proxy = CaProxy(ca, rules).start()
+        started.append(proxy)
+        return proxy
+
+    yield factory
+    for proxy in started:
+        proxy.stop()
 
 
 @pytest.fixture(scope='session')

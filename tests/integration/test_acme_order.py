@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ansible_collections.fleetcert.meteor.plugins.module_utils import acme_client, crypto
+from ca_proxy import Rule
 
 PLAYBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'playbooks')
 ISSUE = os.path.join(PLAYBOOKS, 'acme_order_issue.yml')
@@ -335,6 +336,80 @@ def test_failed_validation_reports_the_problem_and_the_url(issue, web_host, pebb
     # no finalization was attempted.
     assert window.count('Pulled a task from the Tasks queue') == 1
     assert window.count('POST /finalize-order/') == 0
+
+
+# -- rate limits and maintenance (a proxy answers for Pebble, see ca_proxy.py) ------
+
+def gaps(requests):
+    """Seconds between consecutive requests."""
+    return [later.when - earlier.when for earlier, later in zip(requests, requests[1:])]
+
+
+def test_rate_limited_new_order_waits_retry_after_then_issues(issue, web, roots, pebble, ca_proxy):
+    proxy = ca_proxy(pebble, [Rule('POST', '/order-plz', 429, retry_after=2, times=2)])
+    names = fresh_names(1)
+    window = LogWindow(pebble)
+    result, out = issue(names, [web], ca=proxy)
+    result.assert_ok()
+    check_issued(out, roots, names)
+    orders = proxy.requests_to('POST', '/order-plz')
+    assert [(r.status, r.by_proxy) for r in orders] == [(429, True), (429, True), (201, False)], orders
+    # Retry-After: 2 honoured both times (the clock is the proxy's, so no network slack).
+    assert all(gap >= 1.95 for gap in gaps(orders)), gaps(orders)
+    assert window.count('Added order "') == 1
+
+
+def test_unavailable_directory_and_finalize_are_retried(issue, web, roots, pebble, ca_proxy):
+    proxy = ca_proxy(pebble, [Rule('GET', '/dir', 503, retry_after=1, times=1),
+                              Rule('POST', '/finalize-order/', 503, retry_after=1, times=1)])
+    names = fresh_names(1)
+    result, out = issue(names, [web], ca=proxy)
+    result.assert_ok()
+    check_issued(out, roots, names)
+    for method, path in (('GET', '/dir'), ('POST', '/finalize-order/')):
+        seen = proxy.requests_to(method, path)
+        assert seen[0].status == 503 and seen[0].by_proxy, seen
+        # Then Pebble itself (which may still reject a nonce: 5 % by default).
+        assert not any(r.by_proxy for r in seen[1:]) and seen[-1].status == 200, seen
+        assert gaps(seen)[0] >= 0.95, seen
+
+
+def test_retry_after_beyond_the_budget_fails_at_once_with_the_ca_problem(issue, web, pebble,
+                                                                         ca_proxy):
+    """Let's Encrypt's rate limits answer with Retry-After of hours: no waiting, no hammering."""
+    proxy = ca_proxy(pebble, [Rule('POST', '/order-plz', 429, retry_after=3600)])
+    window = LogWindow(pebble)
+    started = time.monotonic()
+    result, dummy = issue(fresh_names(1), [web], ca=proxy)
+    assert result.rc != 0
+    res = result.result('Pending order', 'localhost')
+    assert res['failed'] is True
+    assert res['problem']['type'] == 'urn:ietf:params:acme:error:rateLimited'
+    assert res['problem']['status'] == 429 and res['problem']['retry_after'] == 3600
+    assert 'too many new orders recently (test proxy)' in res['msg']
+    assert res['msg'].endswith('(the CA asks to retry after 3600 s)'), res['msg']
+    assert len(proxy.requests_to('POST', '/order-plz')) == 1
+    assert window.count('Added order "') == 0
+    # Well under the 60 s budget: the long Retry-After was not slept on.
+    assert time.monotonic() - started < acme_client.RETRY_AFTER_BUDGET
+
+
+def test_rate_limited_again_and_again_stops_within_the_budget(pebble, ca_proxy, tmp_path,
+                                                              monkeypatch):
+    """Short Retry-Afters that never end: the client gives up once the next wait would
+    exceed RETRY_AFTER_BUDGET (shrunk here to keep the test short) and reports the CA's problem."""
+    proxy = ca_proxy(pebble, [Rule('POST', '/order-plz', 429, retry_after=1)])
+    monkeypatch.setattr(acme_client, 'RETRY_AFTER_BUDGET', 3.5)
+    key = crypto.generate_private_key('ec256')
+    client = acme_client.AcmeClient(proxy.directory_url, key, ca_bundle=proxy.ca_path)
+    client.register_or_find_account([], True)
+    with pytest.raises(acme_client.FleetcertError) as info:
+        client.new_order(fresh_names(1))
+    orders = proxy.requests_to('POST', '/order-plz')
+    # Waits of 1 s while the total stays within 3.5 s: 1, 2, 3; the fourth would be 4.
+    assert len(orders) == 4, orders
+    assert all(gap >= 0.95 for gap in gaps(orders)), gaps(orders)
+    assert info.value.details['problem']['type'] == 'urn:ietf:params:acme:error:rateLimited'
 
 
 BAD_INPUTS = [

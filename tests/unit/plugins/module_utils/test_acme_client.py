@@ -166,12 +166,14 @@ def test_problem_to_dict_maps_type_detail_status_subproblems_url():
         'detail': 'Some identifiers were rejected',
         'status': 400,
         'url': 'http://x.example/.well-known/acme-challenge/t',
+        'retry_after': None,
         'subproblems': [{
             'type': 'urn:ietf:params:acme:error:malformed',
             'detail': 'Invalid underscore in DNS name',
             'status': None,
             'subproblems': [],
             'url': None,
+            'retry_after': None,
             'identifier': '_example.com',
         }],
     }
@@ -191,6 +193,16 @@ def test_problem_error_message_names_context_type_detail_url_and_subproblems():
     assert exc.details['problem']['status'] == 400
     # fail_json(**details) must be able to serialise it
     json.dumps(exc.details)
+
+
+def test_problem_error_says_when_the_ca_allows_a_retry():
+    error = messages.Error.from_json({'type': 'urn:ietf:params:acme:error:rateLimited',
+                                      'detail': 'too many new orders'})
+    error.status, error.retry_after = 429, 3600
+    exc = problem_error(error, 'creating an order', status=429)
+    assert exc.msg == ('creating an order failed: urn:ietf:params:acme:error:rateLimited: '
+                       'too many new orders (the CA asks to retry after 3600 s)')
+    assert exc.details['problem']['retry_after'] == 3600
 
 
 def test_problem_status_attribute_is_used_when_not_given():
