@@ -68,8 +68,8 @@ class Request(object):
         self.by_proxy = by_proxy
 
     def __repr__(self):
-        return '%.2f %s %s -> %d%s' % (self.when, self.method, self.path, self.status,
-                                        ' (proxy)' if self.by_proxy else '')
+        who = ' (proxy)' if self.by_proxy else ''
+        return '%.2f %s %s -> %d%s' % (self.when, self.method, self.path, self.status, who)
 
 
 class CaProxy(object):

@@ -196,8 +196,8 @@ class Pebble:
         return self.log_text().count('POST /order-plz')
 
     def __repr__(self):
-        return 'Pebble(%r, port_base=%d, env=%r, eab=%r)' % (self.name, self.port_base,
-                                                              self.extra_env, sorted(self.eab))
+        return 'Pebble(%r, port_base=%d, env=%r, eab=%r)' % (
+            self.name, self.port_base, self.extra_env, sorted(self.eab))
 
 
 def start_pebble(port_bases, env=None, taken=(), prefix='pytest', eab=None):

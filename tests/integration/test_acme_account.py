@@ -278,7 +278,7 @@ def eab_account(account, ca, key_path, **variables):
 
 
 def test_eab_required_and_not_given_names_the_options(account, eab_ca, tmp_path):
-    ca, _ = eab_ca
+    ca = eab_ca[0]
     window = LogWindow(ca)
     result, res = eab_account(account, ca, tmp_path / 'account.key')
     assert result.rc != 0
@@ -321,7 +321,7 @@ def test_eab_refused_by_the_ca_reports_its_problem(account, eab_ca, tmp_path, ki
 
 
 def test_eab_mac_key_that_is_not_base64url_is_refused(account, eab_ca, tmp_path):
-    ca, _ = eab_ca
+    ca = eab_ca[0]
     window = LogWindow(ca)
     result, res = eab_account(account, ca, tmp_path / 'account.key', account_eab_kid=EAB_KID,
                               account_eab_hmac_key='not base64 at all!')
