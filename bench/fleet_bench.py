@@ -33,6 +33,13 @@ depend on the machine and on what else runs on it.
    Pebble: PEBBLE_VA_NOSLEEP=1 (pebble.sh), no nonce rejection and no
    authorization reuse, so every order is validated and counts are exact.
 
+The nodes are reached the way the fleet tests reach them (tests/fleet/fleetlib.py):
+the connection plugin tests/fleet/plugins/connection/fleet_podman.py, which is
+containers.podman.podman with pipelining (one `podman exec -i` per module, as
+SSH pipelining on a real fleet). Runs before 2026-12-05 used
+containers.podman.podman itself (six podman processes per module); EARLIER
+below keeps their numbers for comparison.
+
 Writes bench/results/fleet.md, fleet.json and fleet.png (time vs N), and
 fleet.raw.json (not committed). Forks: N (every node at once; --forks to
 change). The fleets are removed at the end (--keep to look at the last one).
@@ -70,6 +77,15 @@ DOMAIN = 'app.proofb.test'
 PEBBLE_ENV = {'PEBBLE_WFE_NONCEREJECT': '0', 'PEBBLE_AUTHZREUSE': '0'}
 RUN_TIMEOUT = 1200
 TARGET_NOOP_25 = 30.0
+# The previous results (git b20b114, 2026-12-04 21:42-22:08 UTC, load average
+# 3-43 from other engineers' runs): containers.podman.podman without
+# pipelining, inspection with cert_info + stat, every skipped step a task.
+EARLIER = (
+    'Previous run (git b20b114, 2026-12-04 21:42-22:08 UTC, load average 3-43 from other runs on '
+    'the same 2 cores; nodes reached with containers.podman.podman, no pipelining; inspection '
+    'with cert_info + stat, each skipped step its own task): no-op daily run 6.5 s at N=3, '
+    '25.0 s at N=10, 43.8 s at N=25; renewal fan-out 8.2 s at N=3, 31.6 s at N=10, 69.2 s at N=25; '
+    'fresh issuance 22.1 / 87.3 / 169.5 s; forced renewal 24.2 / 94.6 / 180.1 s.')
 
 sys.path.insert(0, os.path.join(ROOT, 'tests', 'fleet'))
 sys.path.insert(0, BENCH)
@@ -223,7 +239,7 @@ class Bench(object):
             with open(path, 'w') as handle:
                 handle.write(NGINX_ONLY)
             result = tb.run_playbook(path, inventory=fleet.inventory, timeout=RUN_TIMEOUT,
-                                     env={'ANSIBLE_FORKS': str(forks)})
+                                     env=fleetlib.playbook_env(forks))
         if result.rc != 0:
             die('setting up the %d-node fleet failed:\n%s' % (nodes, result.summary()))
         return fleet
@@ -236,7 +252,7 @@ class Bench(object):
     def playbook_run(self, fleet, label, playbook, extra_vars=None):
         nodes = len(fleet.nodes)
         env = dict(self.env, ANSIBLE_STDOUT_CALLBACK='ansible.posix.json',
-                   ANSIBLE_LOAD_CALLBACK_PLUGINS='True', ANSIBLE_FORKS=str(self.forks(nodes)))
+                   ANSIBLE_LOAD_CALLBACK_PLUGINS='True', **fleetlib.playbook_env(self.forks(nodes)))
         argv = [os.path.join(self.env['FLEETCERT_VENV'], 'bin', 'ansible-playbook'), '-i', fleet.inventory]
         if extra_vars:
             argv += ['-e', json.dumps(extra_vars)]
@@ -363,6 +379,8 @@ class Bench(object):
             tb.podman('exec', node, 'nginx', '-v', check=False).stderr.strip().split('/')[-1],
             'certbot': venv(os.path.join(order_bench.BENCH_VENV, 'bin', 'python'), 'certbot'),
             'node image': tb.image('host'),
+            'connection to the nodes': 'fleet_podman (tests/fleet/plugins/connection: '
+                                       'containers.podman.podman with pipelining), forks = N',
         }
 
     # -- the whole benchmark ---------------------------------------------------
@@ -502,6 +520,7 @@ class Bench(object):
                 'one account each; its orders are the point: N per renewal against one for the fleet.',
                 '', '## Targets', '', '| target | met | measured |', '|---|---|---|']
         out += ['| %s | %s | %s |' % (t, 'yes' if ok else '**no**', m) for t, ok, m in self.targets()]
+        out += ['', '## Earlier', '', EARLIER]
         return '\n'.join(out) + '\n'
 
 

@@ -36,6 +36,19 @@ FLEET_SH = os.path.join(ROOT, 'scripts', 'fleet.sh')
 PLAYBOOKS = os.path.join(ROOT, 'playbooks')
 LOADGEN = os.path.join(ROOT, 'tools', 'loadgen.py')
 SITE = 'app'
+# The nodes are reached with tests/fleet/plugins/connection/fleet_podman.py:
+# containers.podman.podman with pipelining (one `podman exec -i` per module,
+# as SSH pipelining does on a real fleet) instead of six podman processes.
+CONNECTION_PLUGINS = os.path.join(ROOT, 'tests', 'fleet', 'plugins', 'connection')
+NODE_VARS = {'ansible_connection': 'fleet_podman', 'ansible_pipelining': True}
+
+
+def playbook_env(forks=None):
+    """Environment for ansible-playbook on a fleet inventory (the connection plugin)."""
+    env = {'ANSIBLE_CONNECTION_PLUGINS': CONNECTION_PLUGINS}
+    if forks:
+        env['ANSIBLE_FORKS'] = str(forks)
+    return env
 
 
 class Fleet(object):
@@ -162,6 +175,8 @@ class Fleet(object):
 
     def write_inventory(self):
         inventory = tb.make_inventory({'web': self.nodes}, group_vars={'web': self.group_vars()})
+        for node_vars in inventory['all']['children']['web']['hosts'].values():
+            node_vars.update(NODE_VARS)
         self.inventory = os.path.join(self.work, 'inventory.json')
         with open(self.inventory, 'w') as handle:
             json.dump(inventory, handle, indent=1)
@@ -169,7 +184,7 @@ class Fleet(object):
 
     def playbook(self, name, extra_vars=None, forks=None, timeout=1200, limit=None):
         """Run playbooks/<name>.yml on the fleet; a tb.PlaybookResult (JSON callback)."""
-        env = {'ANSIBLE_FORKS': str(forks or max(5, self.node_count))}
+        env = playbook_env(forks or max(5, self.node_count))
         return tb.run_playbook(os.path.join(PLAYBOOKS, name + '.yml'), inventory=self.inventory,
                                extra_vars=extra_vars, env=env, timeout=timeout, limit=limit)
 
@@ -179,7 +194,7 @@ class Fleet(object):
         Default callback, output to `log` (a path): what an operator would see.
         """
         env = tb.testbed_env()
-        env['ANSIBLE_FORKS'] = str(forks or max(5, self.node_count))
+        env.update(playbook_env(forks or max(5, self.node_count)))
         cmd = [os.path.join(env['FLEETCERT_VENV'], 'bin', 'ansible-playbook'), '-i', self.inventory]
         if extra_vars:
             path = os.path.join(self.work, 'extra-vars-%d.json' % time.time_ns())

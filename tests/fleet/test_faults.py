@@ -90,7 +90,8 @@ def offer(fleet, node, **extra):
                   'offer_names': [fleet.domain]}
     extra_vars.update(('offer_' + key, value) for key, value in extra.items())
     return tb.run_playbook(os.path.join(HERE, 'playbooks', 'offer_certificate.yml'),
-                           inventory=fleet.inventory, extra_vars=extra_vars, limit=node)
+                           inventory=fleet.inventory, extra_vars=extra_vars, limit=node,
+                           env=fleetlib.playbook_env())
 
 
 def cut_inside(pem, block, fraction=0.5):
