@@ -183,6 +183,10 @@ class Pebble:
         with open(self.log_path) as handle:
             return handle.read()
 
+    def log_window(self):
+        """A LogWindow on what this instance logs from now on."""
+        return LogWindow(self)
+
     def order_count(self):
         """Number of orders Pebble created since it started.
 
@@ -198,6 +202,20 @@ class Pebble:
     def __repr__(self):
         return 'Pebble(%r, port_base=%d, env=%r, eab=%r)' % (
             self.name, self.port_base, self.extra_env, sorted(self.eab))
+
+
+class LogWindow(object):
+    """The Pebble log lines written after construction (what one step sent)."""
+
+    def __init__(self, pebble):
+        self.pebble = pebble
+        self.start = len(pebble.log_text())
+
+    def text(self):
+        return self.pebble.log_text()[self.start:]
+
+    def count(self, needle):
+        return self.text().count(needle)
 
 
 def start_pebble(port_bases, env=None, taken=(), prefix='pytest', eab=None):

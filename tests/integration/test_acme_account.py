@@ -47,15 +47,6 @@ def rfc7638_thumbprint(key):
     return b64url(hashlib.sha256(canonical).digest())
 
 
-class LogWindow(object):
-    def __init__(self, pebble):
-        self.pebble = pebble
-        self.start = len(pebble.log_text())
-
-    def text(self):
-        return self.pebble.log_text()[self.start:]
-
-
 @pytest.fixture
 def account(run_playbook, make_inventory, pebble):
     """account(check_mode=False, diff=False, verbosity=0, **vars) -> (PlaybookResult, task result)."""
@@ -81,7 +72,7 @@ def lookup(pebble, key_path):
 
 def test_check_mode_with_a_missing_key_changes_nothing(account, pebble, tmp_path):
     key_path = tmp_path / 'account.key'
-    window = LogWindow(pebble)
+    window = pebble.log_window()
     result, res = account(check_mode=True, diff=True, acme_account_key_path=str(key_path),
                           account_create_key=True)
     result.assert_ok()
@@ -96,7 +87,7 @@ def test_check_mode_with_a_missing_key_changes_nothing(account, pebble, tmp_path
 
 def test_create_with_generated_key_then_idempotent(account, pebble, tmp_path):
     key_path = tmp_path / 'account.key'
-    window = LogWindow(pebble)
+    window = pebble.log_window()
     result, res = account(acme_account_key_path=str(key_path), account_create_key=True,
                           account_contact=['Ops@Example.COM'])
     result.assert_ok()
@@ -215,7 +206,7 @@ def test_bad_input_fails_before_any_request(account, pebble, tmp_path, variables
         variables.setdefault('acme_account_key_path', str(tmp_path / 'account.key'))
         if 'account_create_key' not in variables and 'account_contact' in variables:
             variables['account_create_key'] = True
-    window = LogWindow(pebble)
+    window = pebble.log_window()
     result, res = account(**variables)
     assert result.rc != 0
     assert res['failed'] is True
@@ -279,7 +270,7 @@ def eab_account(account, ca, key_path, **variables):
 
 def test_eab_required_and_not_given_names_the_options(account, eab_ca, tmp_path):
     ca = eab_ca[0]
-    window = LogWindow(ca)
+    window = ca.log_window()
     result, res = eab_account(account, ca, tmp_path / 'account.key')
     assert result.rc != 0
     assert res['msg'] == ('the CA at %s requires external account binding: set eab_kid and '
@@ -322,7 +313,7 @@ def test_eab_refused_by_the_ca_reports_its_problem(account, eab_ca, tmp_path, ki
 
 def test_eab_mac_key_that_is_not_base64url_is_refused(account, eab_ca, tmp_path):
     ca = eab_ca[0]
-    window = LogWindow(ca)
+    window = ca.log_window()
     result, res = eab_account(account, ca, tmp_path / 'account.key', account_eab_kid=EAB_KID,
                               account_eab_hmac_key='not base64 at all!')
     assert result.rc != 0

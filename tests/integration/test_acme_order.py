@@ -61,20 +61,6 @@ def fresh_names(count=1):
     return ['n%d-%s.acme-order.test' % (i, tag) for i in range(count)]
 
 
-class LogWindow(object):
-    """The Pebble log lines written after construction (what one step sent)."""
-
-    def __init__(self, pebble):
-        self.pebble = pebble
-        self.start = len(pebble.log_text())
-
-    def text(self):
-        return self.pebble.log_text()[self.start:]
-
-    def count(self, needle):
-        return self.text().count(needle)
-
-
 @pytest.fixture
 def web(web_host):
     return web_host()
@@ -160,7 +146,7 @@ def finalize_result(result):
 
 def test_single_name_two_steps_ec_key(issue, web, roots, pebble):
     names = fresh_names(1)
-    window = LogWindow(pebble)
+    window = pebble.log_window()
     result, out = issue(names, [web])
     result.assert_ok()
     res = finalize_result(result)
@@ -234,7 +220,7 @@ def test_profiles_give_different_lifetimes(issue, web, roots):
 
 
 def test_unknown_profile_is_refused_before_creating_an_order(issue, web, pebble):
-    window = LogWindow(pebble)
+    window = pebble.log_window()
     result, dummy = issue(fresh_names(1), [web], profile='no-such-profile')
     assert result.rc != 0
     res = result.result('Pending order', 'localhost')
@@ -252,7 +238,7 @@ def test_renewal_with_replaces_then_already_replaced(issue, web, roots, pebble):
     old_leaf, dummy = check_issued(out, roots, names)
     old_id = finalize_result(first)['ari_cert_id']
 
-    window = LogWindow(pebble)
+    window = pebble.log_window()
     renewal, out = issue(names, [web], replaces=old_id)
     renewal.assert_ok()
     assert renewal.result('Pending order', 'localhost')['replaces_accepted'] is True
@@ -264,7 +250,7 @@ def test_renewal_with_replaces_then_already_replaced(issue, web, roots, pebble):
 
     # A second order replacing the same certificate: Pebble answers
     # alreadyReplaced (409) and the module orders again without `replaces`.
-    window = LogWindow(pebble)
+    window = pebble.log_window()
     again, out = issue(names, [web], replaces=old_id)
     again.assert_ok()
     assert again.result('Pending order', 'localhost')['replaces_accepted'] is False
@@ -315,7 +301,7 @@ def test_failed_validation_reports_the_problem_and_the_url(issue, web_host, pebb
     """The token is placed on one host while Pebble asks another one: a 404."""
     names = fresh_names(1)
     serving, empty = web_host(), web_host()
-    window = LogWindow(pebble)
+    window = pebble.log_window()
     result, dummy = issue(names, [serving], resolve_to=empty)
     assert result.rc != 0
     res = finalize_result(result)
@@ -348,7 +334,7 @@ def gaps(requests):
 def test_rate_limited_new_order_waits_retry_after_then_issues(issue, web, roots, pebble, ca_proxy):
     proxy = ca_proxy(pebble, [Rule('POST', '/order-plz', 429, retry_after=2, times=2)])
     names = fresh_names(1)
-    window = LogWindow(pebble)
+    window = pebble.log_window()
     result, out = issue(names, [web], ca=proxy)
     result.assert_ok()
     check_issued(out, roots, names)
@@ -378,7 +364,7 @@ def test_retry_after_beyond_the_budget_fails_at_once_with_the_ca_problem(issue, 
                                                                          ca_proxy):
     """Let's Encrypt's rate limits answer with Retry-After of hours: no waiting, no hammering."""
     proxy = ca_proxy(pebble, [Rule('POST', '/order-plz', 429, retry_after=3600)])
-    window = LogWindow(pebble)
+    window = pebble.log_window()
     started = time.monotonic()
     result, dummy = issue(fresh_names(1), [web], ca=proxy)
     assert result.rc != 0
@@ -443,7 +429,7 @@ def test_bad_input_fails_before_any_request(run_playbook, make_inventory, pebble
         item = dict(params, case=case)
         item.setdefault('names', ['ok.example.test'])
         cases.append(item)
-    window = LogWindow(pebble)
+    window = pebble.log_window()
     result = run_playbook(BAD_INPUT, inventory=make_inventory(), extra_vars={
         'acme_directory_url': pebble.directory_url,
         'acme_ca_bundle': pebble.ca_path,
@@ -463,7 +449,7 @@ def test_bad_input_fails_before_any_request(run_playbook, make_inventory, pebble
 def test_check_mode_creates_no_order(run_playbook, make_inventory, pebble, tmp_path):
     key = tmp_path / 'account.key'
     key.write_bytes(crypto.private_key_to_pem(crypto.generate_private_key('ec256')))
-    window = LogWindow(pebble)
+    window = pebble.log_window()
     result = run_playbook(PENDING, inventory=make_inventory(), extra_vars={
         'acme_directory_url': pebble.directory_url,
         'acme_ca_bundle': pebble.ca_path,
@@ -489,6 +475,13 @@ def stateless_web(web_host, tmp_path):
     host = web_host()
     host.put_file('/etc/nginx/sites-enabled/default', STATELESS_SITE % crypto.jwk_thumbprint(key))
     host.exec('nginx -t -q && nginx -s reload')
+    # A reload is asynchronous: old workers answer with the old site for a while.
+    expected = 'probe.%s' % crypto.jwk_thumbprint(key)
+    deadline = time.time() + 30
+    while host.exec('curl -s http://127.0.0.1/.well-known/acme-challenge/probe',
+                    check=False).stdout != expected:
+        assert time.time() < deadline, 'nginx in %s did not take the stateless site' % host.name
+        time.sleep(0.1)
     return host, key, key_path
 
 
@@ -540,7 +533,7 @@ def test_speed_path_in_process(pebble_factory, stateless_web):
         ca.add_a(name, host.ip)
     client = acme_client.AcmeClient(ca.directory_url, key, ca_bundle=ca.ca_path)
     account = client.register_or_find_account([], agree_tos=True)
-    window = LogWindow(ca)
+    window = ca.log_window()
     fast = acme_client.AcmeClient(ca.directory_url, key, ca_bundle=ca.ca_path,
                                   account_uri=account['uri'])
     started = time.monotonic()
@@ -580,7 +573,7 @@ def test_finalized_order_is_downloaded_again(pebble, stateless_web):
     csr = crypto.build_csr(cert_key, names)
     first = client.complete_order(order, csr, time.monotonic() + 60)
 
-    window = LogWindow(pebble)
+    window = pebble.log_window()
     again = client.get_order(order.uri)
     assert again.body.status.name == 'valid'
     second = client.complete_order(again, csr, time.monotonic() + 60)
