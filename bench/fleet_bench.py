@@ -196,18 +196,6 @@ def _ts(value):
     return datetime.datetime.strptime(value, fmt).replace(tzinfo=datetime.timezone.utc).timestamp()
 
 
-def pebble_cannot_match(serial_hex):
-    """Whether Pebble fails a new-order whose `replaces` names this certificate.
-
-    RFC 9773's cert id holds the DER serial, with a leading zero byte when the
-    first byte of the minimal big-endian form has its high bit set. Pebble
-    looks the id up with that zero but indexes serials without it, and answers
-    serverInternal "could not find order resulting in the given certificate
-    serial number" (a bug of the test CA, not of the id).
-    """
-    return len(serial_hex) % 2 == 0 and int(serial_hex[0], 16) >= 8
-
-
 def phase_times(data):
     """{phase: seconds} from the ansible.posix.json output (task start/end times)."""
     tasks = []
@@ -438,18 +426,8 @@ class Bench(object):
                 fleet = self.fresh_fleet(nodes)
                 if not self.versions:
                     self.collect_versions(fleet)
-                fresh = self.playbook_run(fleet, 'fresh', 'certificates')
-                note = None
-                if pebble_cannot_match(fresh['serial']):
-                    note = ('Pebble restarted before this run: serial %s has a leading zero byte in DER, '
-                            'and Pebble cannot find such a certificate for `replaces` (its lookup keeps the '
-                            'zero, its index does not; serverInternal). With a new Pebble the ARI check '
-                            'fails and the order goes without `replaces`.' % fresh['serial'])
-                    log(note)
-                    fleet.restart_pebble(PEBBLE_ENV)
-                renewal = self.playbook_run(fleet, 'renewal', 'certificates', {'fleetcert_force_renew': True})
-                if note:
-                    renewal['note'] = note
+                self.playbook_run(fleet, 'fresh', 'certificates')
+                self.playbook_run(fleet, 'renewal', 'certificates', {'fleetcert_force_renew': True})
                 self.playbook_run(fleet, 'no-op', 'renew')
                 if not self.args.skip_certbot:
                     self.certbot_per_node(fleet)
@@ -538,9 +516,6 @@ class Bench(object):
                 r.get('fanout') if r.get('fanout') is not None else '-',
                 r['peak_tree_rss_mib'] if r['peak_tree_rss_mib'] is not None else '-',
                 r['max_process_rss_mib'] if r['max_process_rss_mib'] is not None else '-'))
-        for r in self.records:
-            if r.get('note'):
-                out += ['', '- N=%d %s: %s' % (r['nodes'], r['run'], r['note'])]
         out += ['', '"certbot per node": ordering only (no install, no reload), N processes at once, '
                 'one account each; its orders are the point: N per renewal against one for the fleet.',
                 '', '## Targets', '', '| target | met | measured |', '|---|---|---|']

@@ -32,6 +32,7 @@ from ansible_collections.fleetcert.meteor.plugins.module_utils import crypto
 from ansible_collections.fleetcert.meteor.plugins.module_utils.errors import (
     FleetcertError,
     problem_error,
+    problem_to_dict,
 )
 from ansible_collections.fleetcert.meteor.plugins.module_utils.validation import (
     validate_directory_url,
@@ -72,6 +73,11 @@ POLL_MAX_DELAY = 2.0
 
 HTTP01 = 'http-01'
 ALREADY_REPLACED = 'urn:ietf:params:acme:error:alreadyReplaced'
+# Problems to a new-order carrying ``replaces`` after which the order is sent
+# once more without it. Besides alreadyReplaced: ``malformed`` (a CA that does
+# not know the id) and ``serverInternal`` (Pebble 2.10 cannot find certificates
+# whose serial has its high bit set: it drops the id's leading zero byte).
+REPLACES_REFUSALS = ('alreadyReplaced', 'malformed', 'serverInternal')
 ACCOUNT_DOES_NOT_EXIST = 'urn:ietf:params:acme:error:accountDoesNotExist'
 PEM_CHAIN_CONTENT_TYPE = 'application/pem-certificate-chain'
 
@@ -634,9 +640,11 @@ class AcmeClient(object):
     def new_order(self, names, profile=None, replaces=None):
         """Create an order for ``names`` (already normalized).
 
-        ``replaces`` is the ARI cert id of the certificate this one renews; when
-        the CA answers ``alreadyReplaced`` the order is sent once more without it
-        (RFC 9773 section 5). Returns ``(order, replaces_accepted)``.
+        ``replaces`` is the ARI cert id of the certificate this one renews. When
+        the CA refuses it (REPLACES_REFUSALS: ``alreadyReplaced`` per RFC 9773
+        section 5, or a CA that cannot match the id) the order is sent once more
+        without it: a renewal must not fail over a rate-limit hint. Returns
+        ``(order, refusal)``: refusal is None, or the CA's problem as a dict.
         """
         self._require_account()
         context = 'creating an order for %s' % ', '.join(names)
@@ -652,17 +660,17 @@ class AcmeClient(object):
                                 for name in names)
             request = NewOrder(identifiers=identifiers, profile=profile or None,
                                replaces=replaces or None)
-            replaces_accepted = bool(replaces)
+            refusal = None
             try:
                 response = self._post(self.directory['newOrder'], request)
             except messages.Error as error:
-                if not (replaces and is_problem_type(error, 'alreadyReplaced')):
+                if not (replaces and any(is_problem_type(error, kind) for kind in REPLACES_REFUSALS)):
                     raise
+                refusal = problem_to_dict(error)
                 request = NewOrder(identifiers=identifiers, profile=profile or None)
                 response = self._post(self.directory['newOrder'], request)
-                replaces_accepted = False
             order = self._order_resource(response, response.headers.get('Location'))
-        return order, replaces_accepted
+        return order, refusal
 
     def get_order(self, order_uri):
         """Fetch an existing order (and its authorizations) by URL."""

@@ -77,8 +77,9 @@ options:
       - ARI certificate identifier (RFC 9773) of the certificate this order renews, as
         returned by M(fleetcert.meteor.cert_info) or RV(ari_cert_id). Renewals that say
         what they replace are exempt from Let's Encrypt's rate limits.
-      - When the CA answers that the certificate was already replaced, the order is
-        sent again once without it; RV(replaces_accepted) tells which happened.
+      - When the CA refuses it (the certificate was already replaced, or the CA cannot
+        match the identifier), the order is sent again once without it, with a warning;
+        RV(replaces_accepted) and RV(replaces_refused) tell what happened.
     type: str
   key_type:
     description:
@@ -216,11 +217,23 @@ challenges:
 replaces_accepted:
   description:
     - Whether the order replaces a certificate (RFC 9773). False when O(replaces) was not
-      given, or when the CA said that certificate was already replaced and the order was
-      sent again without it.
+      given, or when the CA refused it and the order was sent again without it.
     - With O(order_uri), taken from the CA's order object.
   returned: success, not in check mode
   type: bool
+replaces_refused:
+  description:
+    - The CA's problem when it refused O(replaces) and the order was placed without it
+      (keys C(type), C(detail), C(status), C(subproblems), C(url), C(retry_after)).
+  returned: when the CA refused O(replaces)
+  type: dict
+  sample:
+    type: urn:ietf:params:acme:error:alreadyReplaced
+    detail: certificate has already been replaced
+    status: 409
+    subproblems: []
+    url: null
+    retry_after: null
 replaces:
   description: The ARI certificate identifier the order replaces, as the CA reports it.
   returned: success, when the CA reports one
@@ -386,8 +399,13 @@ def run(module):
         names = order_names
         replaces_accepted = None
     else:
-        order, replaces_accepted = client.new_order(names, profile=params['profile'],
-                                                    replaces=params['replaces'])
+        order, refusal = client.new_order(names, profile=params['profile'],
+                                          replaces=params['replaces'])
+        replaces_accepted = bool(params['replaces']) and refusal is None
+        if refusal is not None:
+            result['replaces_refused'] = refusal
+            module.warn('the CA refused replaces=%s (%s: %s); the order was placed without it'
+                        % (params['replaces'], refusal['type'], refusal['detail']))
     result.update(order_uri=order.uri, names=names, thumbprint=client.thumbprint)
     if replaces_accepted is None:
         # An existing order: the CA's order object says what it replaces.

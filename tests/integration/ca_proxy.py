@@ -19,6 +19,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import base64
 import http.client
 import http.server
 import json
@@ -32,14 +33,31 @@ _HOP_BY_HOP = {'connection', 'keep-alive', 'proxy-connection', 'transfer-encodin
 
 PROBLEMS = {
     429: ('urn:ietf:params:acme:error:rateLimited', 'too many new orders recently (test proxy)'),
+    # What Pebble 2.10 answers when it cannot find the certificate named by `replaces`.
+    500: ('urn:ietf:params:acme:error:serverInternal',
+          'could not find an order for the given certificate: could not find order resulting '
+          'in the given certificate serial number (test proxy)'),
     503: ('urn:ietf:params:acme:error:serverInternal', 'service busy, try again later (test proxy)'),
 }
 
 
-class Rule(object):
-    """Answer the first ``times`` requests ``method path-prefix`` with ``status`` (None: always)."""
+def jws_payload(body):
+    """The decoded payload of a flattened JWS request body ('' if there is none)."""
+    try:
+        payload = json.loads(body or b'{}').get('payload') or ''
+        return base64.urlsafe_b64decode(payload + '=' * (-len(payload) % 4)).decode('utf-8')
+    except (ValueError, AttributeError):
+        return ''
 
-    def __init__(self, method, path_prefix, status, retry_after=None, times=None):
+
+class Rule(object):
+    """Answer the first ``times`` requests ``method path-prefix`` with ``status`` (None: always).
+
+    ``payload_contains``: only requests whose JWS payload contains this text.
+    """
+
+    def __init__(self, method, path_prefix, status, retry_after=None, times=None,
+                 payload_contains=None):
         if status not in PROBLEMS:
             raise ValueError('status must be one of %s' % sorted(PROBLEMS))
         self.method = method
@@ -47,9 +65,12 @@ class Rule(object):
         self.status = status
         self.retry_after = retry_after
         self.remaining = times
+        self.payload_contains = payload_contains
 
-    def take(self, method, path):
+    def take(self, method, path, body):
         if method != self.method or not path.startswith(self.path_prefix):
+            return False
+        if self.payload_contains is not None and self.payload_contains not in jws_payload(body):
             return False
         if self.remaining is None:
             return True
@@ -103,10 +124,10 @@ class CaProxy(object):
         with self._lock:
             return [r for r in self.requests if r.method == method and r.path.startswith(path_prefix)]
 
-    def _decide(self, method, path):
+    def _decide(self, method, path, body):
         with self._lock:
             for rule in self.rules:
-                if rule.take(method, path):
+                if rule.take(method, path, body):
                     return rule
         return None
 
@@ -127,7 +148,7 @@ class CaProxy(object):
             def _answer(self):
                 length = int(self.headers.get('Content-Length') or 0)
                 body = self.rfile.read(length) if length else None
-                rule = proxy._decide(self.command, self.path)
+                rule = proxy._decide(self.command, self.path, body)
                 if rule is not None:
                     kind, detail = PROBLEMS[rule.status]
                     payload = json.dumps({'type': kind, 'detail': detail,

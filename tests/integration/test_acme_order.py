@@ -360,6 +360,28 @@ def test_unavailable_directory_and_finalize_are_retried(issue, web, roots, pebbl
         assert gaps(seen)[0] >= 0.95, seen
 
 
+def test_replaces_the_ca_cannot_match_is_dropped_with_a_warning(issue, web, roots, pebble, ca_proxy):
+    """Pebble 2.10 sometimes cannot find the certificate `replaces` names (serverInternal):
+    a renewal must still happen, without the ARI hint, and say so."""
+    names = fresh_names(1)
+    first, out = issue(names, [web])
+    first.assert_ok()
+    old_id = finalize_result(first)['ari_cert_id']
+    proxy = ca_proxy(pebble, [Rule('POST', '/order-plz', 500, payload_contains='"replaces"')])
+    window = pebble.log_window()
+    renewal, out = issue(names, [web], ca=proxy, replaces=old_id)
+    renewal.assert_ok()
+    pending = renewal.result('Pending order', 'localhost')
+    assert pending['replaces_accepted'] is False
+    assert pending['replaces_refused']['type'] == 'urn:ietf:params:acme:error:serverInternal'
+    assert any('the CA refused replaces=%s' % old_id in w for w in pending.get('warnings', [])), pending
+    orders = proxy.requests_to('POST', '/order-plz')
+    assert [(r.status, r.by_proxy) for r in orders][0] == (500, True) and not orders[-1].by_proxy
+    assert window.count('Added order "') == 1
+    assert 'is a replacement of' not in window.text()
+    check_issued(out, roots, names)
+
+
 def test_retry_after_beyond_the_budget_fails_at_once_with_the_ca_problem(issue, web, pebble,
                                                                          ca_proxy):
     """Let's Encrypt's rate limits answer with Retry-After of hours: no waiting, no hammering."""
