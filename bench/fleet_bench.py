@@ -54,7 +54,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -148,14 +147,22 @@ def _rss_kib(pid):
 
 
 class TreeMemory(threading.Thread):
-    """Peak of the summed RSS of a process and all its descendants."""
+    """Peak of the summed RSS of a process and all its descendants (an order_bench.measure watcher)."""
 
-    def __init__(self, pid, interval=0.1):
+    def __init__(self, interval=0.1):
         super(TreeMemory, self).__init__(daemon=True)
-        self.pid = pid
+        self.pid = None
         self.interval = interval
         self.peak_kib = 0
         self.done = threading.Event()
+
+    def watch(self, pid):
+        self.pid = pid
+        self.start()
+
+    def stop(self):
+        self.done.set()
+        self.join()
 
     def run(self):
         while not self.done.is_set():
@@ -171,23 +178,11 @@ class TreeMemory(threading.Thread):
 
 def run_measured(argv, env, out_path):
     """Run argv: (rc, wall s, peak tree RSS KiB, largest single RSS KiB from wait4)."""
+    memory = TreeMemory()
     with open(out_path, 'wb') as out:
-        start = time.monotonic()
-        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        sampler = TreeMemory(proc.pid)
-        sampler.start()
-        timer = threading.Timer(RUN_TIMEOUT, os.killpg, (proc.pid, signal.SIGKILL))
-        timer.start()
-        try:
-            _pid, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-            sampler.done.set()
-            sampler.join()
-        wall = time.monotonic() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, wall, sampler.peak_kib, usage.ru_maxrss
+        rc, wall, dummy, maxrss = order_bench.measure(argv, env, ROOT, out, subprocess.STDOUT,
+                                                      timeout=RUN_TIMEOUT, watcher=memory)
+    return rc, wall, memory.peak_kib, maxrss
 
 
 def _ts(value):

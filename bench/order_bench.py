@@ -438,23 +438,30 @@ CLIENTS = (OursClient, StatelessPlaybookClient, PlaybookClient, CertbotClient, L
 # Measuring
 # ---------------------------------------------------------------------------
 
-def measure(argv, env, rundir):
-    """Run argv to completion: (exit code, wall s, cpu s, peak RSS KiB)."""
-    with open(os.path.join(rundir, 'stdout'), 'wb') as out, \
-            open(os.path.join(rundir, 'stderr'), 'wb') as err:
-        start = time.monotonic()
-        proc = subprocess.Popen(argv, env=env, cwd=rundir, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=err, start_new_session=True)
-        timer = threading.Timer(RUN_TIMEOUT, os.killpg, (proc.pid, signal.SIGKILL))
-        timer.start()
-        try:
-            dummy, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        wall = time.monotonic() - start
+def measure(argv, env, cwd, stdout, stderr, timeout=RUN_TIMEOUT, watcher=None):
+    """Run argv to completion: (exit code, wall s, cpu s, peak RSS KiB).
+
+    In its own session, killed with its children after ``timeout``. CPU and
+    peak RSS are what wait4 reports: the process and its reaped children
+    (ansible forks). ``watcher`` (e.g. fleet_bench.TreeMemory) gets
+    ``watch(pid)`` once the process runs and ``stop()`` when it has ended.
+    """
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                            stdout=stdout, stderr=stderr, start_new_session=True)
+    if watcher is not None:
+        watcher.watch(proc.pid)
+    timer = threading.Timer(timeout, os.killpg, (proc.pid, signal.SIGKILL))
+    timer.start()
+    try:
+        dummy, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        timer.cancel()
+        if watcher is not None:
+            watcher.stop()
+    wall = time.monotonic() - start
     # wait4 reaped it: tell Popen, or it would wait for a pid that is gone.
     proc.returncode = os.waitstatus_to_exitcode(status)
-    # With the process and its reaped children (ansible forks), as wait4 reports.
     return proc.returncode, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
 
@@ -511,7 +518,9 @@ class Bench(object):
         self.pebble.add_a(name, self.nginx.address)
         argv = client.command(name, rundir)
         offset = self.pebble.log_size()
-        code, wall, cpu, rss = measure(argv, client.env(), rundir)
+        with open(os.path.join(rundir, 'stdout'), 'wb') as out, \
+                open(os.path.join(rundir, 'stderr'), 'wb') as err:
+            code, wall, cpu, rss = measure(argv, client.env(), rundir, out, err)
         with open(os.path.join(rundir, 'stdout')) as handle:
             stdout = handle.read()
         if code != 0:
