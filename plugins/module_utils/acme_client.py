@@ -75,8 +75,8 @@ HTTP01 = 'http-01'
 ALREADY_REPLACED = 'urn:ietf:params:acme:error:alreadyReplaced'
 # Problems to a new-order carrying ``replaces`` after which the order is sent
 # once more without it. Besides alreadyReplaced: ``malformed`` (a CA that does
-# not know the id) and ``serverInternal`` (Pebble 2.10 cannot find certificates
-# whose serial has its high bit set: it drops the id's leading zero byte).
+# not know the id) and ``serverInternal`` (Pebble 2.10 now and then answers
+# "could not find order resulting in the given certificate serial number").
 REPLACES_REFUSALS = ('alreadyReplaced', 'malformed', 'serverInternal')
 ACCOUNT_DOES_NOT_EXIST = 'urn:ietf:params:acme:error:accountDoesNotExist'
 PEM_CHAIN_CONTENT_TYPE = 'application/pem-certificate-chain'

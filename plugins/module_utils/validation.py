@@ -134,17 +134,16 @@ def validate_eab(kid, hmac_key, kid_option='eab_kid', key_option='eab_hmac_key')
     """
     if kid is None and hmac_key is None:
         return None, None
-    if not isinstance(kid, string_types) or not kid.strip() or any(c.isspace() for c in kid.strip()):
+    kid = kid.strip() if isinstance(kid, string_types) else ''
+    if not kid or any(char.isspace() for char in kid):
         raise FleetcertError('%s: must be the non-empty key identifier the CA gave you, '
                              'without spaces' % kid_option)
-    if not isinstance(hmac_key, string_types) or not _EAB_HMAC_KEY_RE.match(hmac_key.strip()):
+    hmac_key = hmac_key.strip() if isinstance(hmac_key, string_types) else ''
+    # A base64 text whose length leaves 1 character over cannot be decoded.
+    if not _EAB_HMAC_KEY_RE.match(hmac_key) or len(hmac_key.rstrip('=')) % 4 == 1:
         raise FleetcertError('%s: not a base64url-encoded key (only A-Z a-z 0-9 _ - and '
                              'trailing = are allowed; the value is not shown)' % key_option)
-    hmac_key = hmac_key.strip()
-    if len(hmac_key.rstrip('=')) % 4 == 1:
-        raise FleetcertError('%s: not a base64url-encoded key (its length cannot be '
-                             'decoded; the value is not shown)' % key_option)
-    return kid.strip(), hmac_key
+    return kid, hmac_key
 
 
 def validate_directory_url(url, allow_insecure=False, option='directory_url'):
