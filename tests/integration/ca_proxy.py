@@ -80,17 +80,33 @@ class Rule(object):
         return False
 
 
+BAD_NONCE = 'urn:ietf:params:acme:error:badNonce'
+
+
+def problem_type(status, payload):
+    """The problem document's type of an error answer, else None."""
+    if status < 400:
+        return None
+    try:
+        return json.loads(payload).get('type')
+    except (ValueError, AttributeError):
+        return None
+
+
 class Request(object):
-    def __init__(self, when, method, path, status, by_proxy):
+    def __init__(self, when, method, path, status, by_proxy, problem=None):
         self.when = when
         self.method = method
         self.path = path
         self.status = status
         self.by_proxy = by_proxy
+        self.problem = problem
 
     def __repr__(self):
         who = ' (proxy)' if self.by_proxy else ''
-        return '%.2f %s %s -> %d%s' % (self.when, self.method, self.path, self.status, who)
+        problem = ' ' + self.problem if self.problem else ''
+        return '%.2f %s %s -> %d%s%s' % (self.when, self.method, self.path, self.status,
+                                         problem, who)
 
 
 class CaProxy(object):
@@ -120,9 +136,12 @@ class CaProxy(object):
     def port(self):
         return self._server.server_address[1]
 
-    def requests_to(self, method, path_prefix):
+    def requests_to(self, method, path_prefix, bad_nonces=False):
+        """Requests seen, in order. Pebble rejects 5 % of nonces at random and the client
+        resends those at once: they are left out unless ``bad_nonces``."""
         with self._lock:
-            return [r for r in self.requests if r.method == method and r.path.startswith(path_prefix)]
+            return [r for r in self.requests if r.method == method and r.path.startswith(path_prefix)
+                    and (bad_nonces or r.problem != BAD_NONCE)]
 
     def _decide(self, method, path, body):
         with self._lock:
@@ -131,9 +150,9 @@ class CaProxy(object):
                     return rule
         return None
 
-    def _record(self, method, path, status, by_proxy):
+    def _record(self, method, path, status, by_proxy, problem=None):
         with self._lock:
-            self.requests.append(Request(time.monotonic(), method, path, status, by_proxy))
+            self.requests.append(Request(time.monotonic(), method, path, status, by_proxy, problem))
 
     def start(self):
         proxy = self
@@ -160,7 +179,7 @@ class CaProxy(object):
                     self.send_header('Content-Length', str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)
-                    proxy._record(self.command, self.path, rule.status, True)
+                    proxy._record(self.command, self.path, rule.status, True, kind)
                     return
                 upstream = http.client.HTTPSConnection('localhost', proxy.pebble.port_base,
                                                        context=upstream_tls, timeout=60)
@@ -180,7 +199,8 @@ class CaProxy(object):
                 self.end_headers()
                 if self.command != 'HEAD':
                     self.wfile.write(payload)
-                proxy._record(self.command, self.path, response.status, False)
+                proxy._record(self.command, self.path, response.status, False,
+                              problem_type(response.status, payload))
 
             do_GET = do_POST = do_HEAD = _answer
 

@@ -355,7 +355,6 @@ def test_unavailable_directory_and_finalize_are_retried(issue, web, roots, pebbl
     for method, path in (('GET', '/dir'), ('POST', '/finalize-order/')):
         seen = proxy.requests_to(method, path)
         assert seen[0].status == 503 and seen[0].by_proxy, seen
-        # Then Pebble itself (which may still reject a nonce: 5 % by default).
         assert not any(r.by_proxy for r in seen[1:]) and seen[-1].status == 200, seen
         assert gaps(seen)[0] >= 0.95, seen
 
