@@ -26,6 +26,10 @@ APT_PACKAGES=(
     # git: CI clones; python3-venv: the venv; bind9-dnsutils: dig for DNS checks;
     # shellcheck: ansible-test sanity skips its shellcheck test without it
     git python3-venv bind9-dnsutils ca-certificates shellcheck
+    # podman 4.3 here uses CNI networks: without this plugin (a recommendation
+    # --no-install-recommends skips) containers cannot resolve each other by
+    # name or --network-alias
+    golang-github-containernetworking-plugin-dnsname
 )
 PEBBLE_MIN_VERSION=2.10
 

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: fleetcert maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Validation of user-facing inputs: domain names, challenge tokens, URLs, contacts.
+"""Validation of user-facing inputs: domain names, challenge tokens, URLs, addresses, contacts.
 
 Every function raises FleetcertError whose message starts with the option (and
 list index) the bad value came from, so a user can find it in the playbook.
@@ -166,6 +166,27 @@ def validate_directory_url(url, allow_insecure=False, option='directory_url'):
     if not host:
         raise FleetcertError('%s: %r has no host' % (option, url))
     return url
+
+
+def parse_host_port(value, option):
+    """Return ``(host, port)`` from ``host:port`` or ``[IPv6]:port``, else raise."""
+    if not isinstance(value, string_types) or not value.strip():
+        raise FleetcertError('%s: must be host:port, for example 127.0.0.1:443' % option)
+    text = value.strip()
+    host, sep, port = text.rpartition(':')
+    if not sep or not host or any(char.isspace() or char in '/@' for char in text):
+        raise FleetcertError('%s: %r is not host:port, for example 127.0.0.1:443' % (option, value))
+    if host.startswith('[') and host.endswith(']'):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise FleetcertError('%s: %r: %r is not an IPv6 address' % (option, value, host))
+    elif ':' in host:
+        raise FleetcertError('%s: %r: write an IPv6 address in brackets, [::1]:443' % (option, value))
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise FleetcertError('%s: %r: the port must be a number from 1 to 65535' % (option, value))
+    return host, int(port)
 
 
 def normalize_contacts(emails, option='contact'):

@@ -24,6 +24,9 @@ description:
     number, so every node of a fleet and every run agree on it.
   - A missing certificate file is not an error; the result says RV(exists=false) and
     RV(should_renew=true) with RV(renewal_reason=missing).
+  - With O(served_at), also reads the certificate a TLS server presents there (for
+    example nginx on C(127.0.0.1:443)), so a caller can tell a node whose disk is newer
+    than what it serves.
   - Never changes anything.
 author:
   - fleetcert maintainers (@fleetcert)
@@ -82,9 +85,22 @@ options:
     default: false
   request_timeout:
     description:
-      - Seconds to wait for each HTTP response of the ARI request.
+      - Seconds to wait for each HTTP response of the ARI request, and for the TLS
+        handshake with O(served_at).
     type: int
     default: 10
+  served_at:
+    description:
+      - C(host:port) (C([IPv6]:port) for IPv6) of a TLS server that should present this
+        certificate. Its serial is returned as RV(served_serial); when no certificate can
+        be read there, RV(served_error) says why and the module does not fail.
+      - The certificate is read, not verified, so a placeholder or an expired one is seen too.
+    type: str
+  server_name:
+    description:
+      - The SNI name sent to O(served_at). Defaults to the first of O(names); without
+        O(names), no SNI is sent.
+    type: str
 attributes:
   check_mode:
     support: full
@@ -116,6 +132,18 @@ EXAMPLES = r'''
   ansible.builtin.debug:
     msg: "Renewing: {{ cert.renewal_reason }}"
   when: cert.should_renew
+
+- name: See whether nginx serves the certificate on disk
+  fleetcert.meteor.cert_info:
+    path: /etc/fleetcert/certs/app/live/fullchain.pem
+    names: [app.example.com]
+    served_at: 127.0.0.1:443
+  register: live
+
+- name: Reload nginx when it still serves an older certificate
+  ansible.builtin.command: nginx -s reload
+  when: live.exists and live.served_serial not in [none, live.serial]
+  changed_when: true
 
 - name: Alert three days before expiry
   ansible.builtin.fail:
@@ -243,6 +271,25 @@ ari_error:
   description: Why the ARI window could not be fetched (then the lifetime rule was used), or null.
   returned: always
   type: str
+resolved_path:
+  description:
+    - O(path) with every symlink resolved, for example the version directory a C(live)
+      symlink points at. Null with O(content) or when the file is missing.
+  returned: always
+  type: str
+  sample: /etc/fleetcert/certs/app/versions/20260305120000-0b3d8d8f5e1c7a22/fullchain.pem
+served_serial:
+  description:
+    - Serial number (lowercase hexadecimal) of the certificate presented at O(served_at),
+      or null when none was read (see RV(served_error)) or O(served_at) was not given.
+  returned: always
+  type: str
+  sample: 0b3d8d8f5e1c7a2244
+served_error:
+  description: Why no certificate could be read at O(served_at), or null.
+  returned: always
+  type: str
+  sample: 'no certificate could be read from 127.0.0.1:443 (SNI app.example.com): [Errno 111] Connection refused'
 '''
 
 import datetime
@@ -255,12 +302,14 @@ from ansible.module_utils.common.text.converters import to_native, to_text
 from ansible_collections.fleetcert.meteor.plugins.module_utils import crypto
 from ansible_collections.fleetcert.meteor.plugins.module_utils.acme_client import fetch_renewal_window
 from ansible_collections.fleetcert.meteor.plugins.module_utils.errors import FleetcertError
+from ansible_collections.fleetcert.meteor.plugins.module_utils.served import served_certificate
 from ansible_collections.fleetcert.meteor.plugins.module_utils.renewal import (
     decide_renewal,
     validate_remaining_fraction,
 )
 from ansible_collections.fleetcert.meteor.plugins.module_utils.validation import (
     normalize_names,
+    parse_host_port,
     validate_directory_url,
 )
 
@@ -290,15 +339,23 @@ def _validate(params):
         directory_url = validate_directory_url(
             params['directory_url'], allow_insecure=params['allow_insecure_directory'],
             option='directory_url')
-        if params['request_timeout'] < 1:
-            raise FleetcertError('request_timeout: must be at least 1 second, got %d'
-                                 % params['request_timeout'])
         bundle = params['ca_bundle']
         if bundle is not None and not os.access(bundle, os.R_OK):
             raise FleetcertError('ca_bundle: %s does not exist or is not readable' % bundle)
     if params['content'] is not None and not params['content'].strip():
         raise FleetcertError('content: is empty')
-    return fraction, names, directory_url
+    if params['request_timeout'] < 1:
+        raise FleetcertError('request_timeout: must be at least 1 second, got %d'
+                             % params['request_timeout'])
+    served_at = None
+    if params['served_at'] is not None:
+        served_at = parse_host_port(params['served_at'], 'served_at')
+    server_name = params['server_name']
+    if server_name is not None:
+        server_name = normalize_names([server_name], 'server_name')[0]
+    elif names:
+        server_name = names[0]
+    return fraction, names, directory_url, served_at, server_name
 
 
 def _key_matches(params, leaf):
@@ -332,17 +389,33 @@ def _ari_window(module, directory_url, leaf, self_signed):
         return None, exc.msg
 
 
+def _served(served_at, server_name, timeout):
+    """{'served_serial': ..., 'served_error': ...} for the TLS server at ``served_at``."""
+    if served_at is None:
+        return {'served_serial': None, 'served_error': None}
+    try:
+        served = served_certificate(served_at[0], served_at[1], server_name, timeout)
+    except FleetcertError as exc:
+        return {'served_serial': None, 'served_error': exc.msg}
+    return {'served_serial': '%x' % served.serial_number, 'served_error': None}
+
+
 def run(module, now):
     params = module.params
-    fraction, names, directory_url = _validate(params)
+    fraction, names, directory_url, served_at, server_name = _validate(params)
+    served = _served(served_at, server_name, params['request_timeout'])
     missing = {
         'changed': False, 'exists': False, 'should_renew': True, 'renewal_reason': 'missing',
         'renew_at': None, 'names': [], 'key_matches': None, 'renewal_window': None, 'ari_error': None,
+        'resolved_path': None,
     }
+    missing.update(served)
+    resolved_path = None
     if params['path'] is not None:
         data = _read(params['path'], 'path')
         if data is None:
             return missing
+        resolved_path = os.path.realpath(params['path'])
         option = 'path: %s' % params['path']
     else:
         data = params['content']
@@ -374,7 +447,7 @@ def run(module, now):
         fraction_left = min(1.0, max(0.0, (not_after - now).total_seconds() / lifetime))
     else:
         fraction_left = 0.0
-    return {
+    result = {
         'changed': False,
         'exists': True,
         'should_renew': decision.should_renew,
@@ -397,7 +470,10 @@ def run(module, now):
         'certificate': to_text(crypto.certificate_to_pem(leaf)),
         'renewal_window': window,
         'ari_error': ari_error,
+        'resolved_path': resolved_path,
     }
+    result.update(served)
+    return result
 
 
 def main():
@@ -413,6 +489,8 @@ def main():
             ca_bundle=dict(type='path'),
             allow_insecure_directory=dict(type='bool', default=False),
             request_timeout=dict(type='int', default=10),
+            served_at=dict(type='str'),
+            server_name=dict(type='str'),
         ),
         mutually_exclusive=[('path', 'content'), ('private_key_path', 'private_key_content')],
         required_one_of=[('path', 'content')],

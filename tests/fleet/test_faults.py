@@ -16,6 +16,7 @@ __metaclass__ = type
 
 import os
 import re
+import shlex
 import socket
 
 import pytest
@@ -185,6 +186,59 @@ def test_broken_nginx_on_one_node_is_not_reloaded(fleet, converged):
     assert again.rc == 0, again.summary()
     assert serials(fleet.served_by_nodes(converged)) == {n: new.copy().pop() for n in fleet.nodes}
     assert fleet.orders() == orders + 1
+
+
+def issued_versions(fleet, node):
+    """The node's certificate versions from the CA (no placeholder), oldest first."""
+    return sorted({path.split('/')[2] for path in fleet.tree(node)['files']
+                   if path.startswith('./versions/') and '/placeholder-' not in path})
+
+
+def point_live(fleet, node, version):
+    """Switch `live` like cert_deploy does (new symlink, rename), without touching nginx."""
+    site = '%s/%s' % (fleet.cert_root, fleetlib.SITE)
+    fleet.exec(node, 'cd %s && ln -sfn versions/%s live.fault && mv -T live.fault live'
+               % (shlex.quote(site), shlex.quote(version)))
+
+
+def test_live_switched_but_nginx_not_reloaded_is_reloaded_by_the_next_run(fleet, converged):
+    """The window a killed run can leave open, made on purpose: `live` points at the newest
+    certificate but nginx still serves an older one. The daily run sees it through the
+    served serial, reloads that node only, and orders nothing."""
+    node = fleet.nodes[0]
+    if len(issued_versions(fleet, node)) < 2:
+        renewed = fleet.playbook('certificates', extra_vars=FORCE)
+        assert renewed.rc == 0, renewed.summary()
+    newest = fleet.tree(node)['live']
+    older = [v for v in issued_versions(fleet, node) if v != newest][-1]
+    new_serial = fleet.served(fleet.node_ip(node), converged)['serial']
+    old_serial = fleetlib.serial_of_pem(fleet.exec(node, [
+        'cat', '%s/%s/versions/%s/cert.pem' % (fleet.cert_root, fleetlib.SITE, older)]).stdout)
+    assert old_serial != new_serial
+
+    point_live(fleet, node, older)
+    fleet.exec(node, 'nginx -s reload')
+    fleetlib.wait_for(lambda: fleet.served(fleet.node_ip(node), converged)['serial'] == old_serial,
+                      30, interval=0.2, what='%s serving the older certificate' % node)
+    point_live(fleet, node, newest)
+    assert fleet.served(fleet.node_ip(node), converged)['serial'] == old_serial, \
+        'nginx must not have picked up the switch on its own'
+    others_before = {n: fleet.nginx_pids(n) for n in fleet.nodes if n != node}
+    before, orders = trees(fleet), fleet.orders()
+
+    result = fleet.playbook('renew')
+    assert result.rc == 0, result.summary()
+    served = assert_serving_valid(fleet, converged)
+    assert serials(served)[node] == new_serial, served
+    assert trees(fleet) == before, 'a reload must not change any certificate tree'
+    assert fleet.orders() == orders
+    assert {n: fleet.nginx_pids(n) for n in others_before} == others_before, \
+        'only the node that served the wrong certificate is reloaded'
+    reports = [res['msg'] for res in result.results('Show the fleet\'s certificates').values()]
+    assert len(reports) == 1, reports
+    report = ' '.join(reports[0])
+    assert '%s: serial %s' % (node, new_serial) in report, report
+    assert 'reloaded (nginx served %s, not the live certificate)' % old_serial in report, report
 
 
 def test_interrupted_fanout_leaves_valid_certificates_and_next_run_converges(fleet, converged, work):

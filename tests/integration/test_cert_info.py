@@ -20,6 +20,7 @@ import secrets
 import socket
 import ssl
 import subprocess
+import time
 import urllib.request
 
 import pytest
@@ -337,3 +338,76 @@ def test_a_debian_node_agrees_with_the_controller_in_check_mode(run_playbook, ma
     for key in ('should_renew', 'renewal_reason', 'renew_at', 'serial', 'fingerprint_sha256', 'names',
                 'not_before', 'not_after', 'ari_cert_id', 'chain_length', 'key_matches'):
         assert on_node[key] == on_controller[key], key
+
+
+TLS_SITES = '''
+server {
+    listen 443 ssl default_server;
+    ssl_certificate /etc/fleetcert/short/fullchain.pem;
+    ssl_certificate_key /etc/fleetcert/short/privkey.pem;
+    return 204;
+}
+server {
+    listen 443 ssl;
+    server_name %(name)s;
+    ssl_certificate /etc/fleetcert/app/live/fullchain.pem;
+    ssl_certificate_key /etc/fleetcert/app/live/privkey.pem;
+    return 204;
+}
+'''
+
+
+def test_served_certificate_on_a_node_by_sni_and_the_version_behind_live(
+        run_playbook, make_inventory, web_host, issued):
+    """nginx on a Debian node serves two certificates by SNI; cert_info reads the one for
+    the first name (or server_name), and resolves `live` to its version directory."""
+    node = web_host()
+    version_dir = '/etc/fleetcert/app/versions/20260101000000-0123456789abcdef'
+    for source, target in ((issued['classic'], version_dir), (issued['short'], '/etc/fleetcert/short')):
+        for name in ('fullchain.pem', 'privkey.pem'):
+            with open(os.path.join(source, name)) as handle:
+                node.put_file('%s/%s' % (target, name), handle.read(), mode='0600')
+    node.exec(['ln', '-s', 'versions/20260101000000-0123456789abcdef', '/etc/fleetcert/app/live'])
+    node.put_file('/etc/nginx/conf.d/tls.conf', TLS_SITES % {'name': issued['names'][0]})
+    node.exec('nginx -t -q && nginx -s reload')
+    classic_serial = openssl('x509', '-noout', '-serial', '-in',
+                             os.path.join(issued['classic'], 'fullchain.pem')).split('=')[1].strip().lower()
+    short_serial = openssl('x509', '-noout', '-serial', '-in',
+                           os.path.join(issued['short'], 'fullchain.pem')).split('=')[1].strip().lower()
+
+    def on_node(**params):
+        result = cert_info(run_playbook, make_inventory, hosts='web', groups={'web': [node]}, check_mode=True,
+                           path='/etc/fleetcert/app/live/fullchain.pem', names=issued['names'], **params)
+        return ok_result(result, host=node.name)
+
+    deadline = time.monotonic() + 10
+    res = on_node(served_at='127.0.0.1:443')
+    while res['served_serial'] != res['serial'] and time.monotonic() < deadline:  # reload settling
+        time.sleep(0.2)
+        res = on_node(served_at='127.0.0.1:443')
+    assert res['serial'] == classic_serial.lstrip('0')
+    assert res['served_serial'] == res['serial'] and res['served_error'] is None, res
+    assert res['resolved_path'] == version_dir + '/fullchain.pem'
+
+    other = on_node(served_at='127.0.0.1:443', server_name=issued['short_name'])
+    assert other['served_serial'] == short_serial.lstrip('0') != res['serial']
+
+    # Nothing listens on 8443 there: reported, not fatal, and the rest of the facts stand.
+    closed = on_node(served_at='127.0.0.1:8443')
+    assert closed['served_serial'] is None
+    assert closed['served_error'].startswith(
+        'no certificate could be read from 127.0.0.1:8443 (SNI %s): ' % issued['names'][0]), closed
+    assert closed['serial'] == res['serial'] and closed['should_renew'] is False
+
+
+@pytest.mark.parametrize('served_at, says', [
+    ('127.0.0.1', 'served_at: '),
+    ('127.0.0.1:99999', 'the port must be a number from 1 to 65535'),
+    ('https://127.0.0.1:443', 'is not host:port'),
+])
+def test_a_bad_served_at_fails_naming_the_option(run_playbook, make_inventory, issued, served_at, says):
+    result = cert_info(run_playbook, make_inventory, path=os.path.join(issued['classic'], 'fullchain.pem'),
+                       served_at=served_at)
+    assert result.rc != 0
+    msg = result.result(TASK, 'localhost')['msg']
+    assert msg.startswith('served_at: ') and says in msg, msg

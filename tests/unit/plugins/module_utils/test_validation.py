@@ -12,6 +12,7 @@ from ansible_collections.fleetcert.meteor.plugins.module_utils.errors import Fle
 from ansible_collections.fleetcert.meteor.plugins.module_utils.validation import (
     normalize_contacts,
     normalize_names,
+    parse_host_port,
     validate_directory_url,
     validate_eab,
     validate_token,
@@ -195,3 +196,34 @@ class TestValidateEab:
         assert info.value.msg.startswith('eab_hmac_key: not a base64url-encoded key')
         if key:
             assert key not in info.value.msg
+
+
+class TestParseHostPort:
+    @pytest.mark.parametrize('value, expected', [
+        ('127.0.0.1:443', ('127.0.0.1', 443)),
+        (' localhost:8443 ', ('localhost', 8443)),
+        ('[::1]:443', ('::1', 443)),
+        ('node-1.example.test:1', ('node-1.example.test', 1)),
+    ])
+    def test_accepted(self, value, expected):
+        assert parse_host_port(value, 'served_at') == expected
+
+    @pytest.mark.parametrize('value, says', [
+        ('', 'must be host:port'),
+        (None, 'must be host:port'),
+        ('127.0.0.1', 'is not host:port'),
+        (':443', 'is not host:port'),
+        ('127.0.0.1:', 'port must be a number from 1 to 65535'),
+        ('127.0.0.1:0', 'port must be a number from 1 to 65535'),
+        ('127.0.0.1:65536', 'port must be a number from 1 to 65535'),
+        ('127.0.0.1:https', 'port must be a number from 1 to 65535'),
+        ('::1:443', 'write an IPv6 address in brackets'),
+        ('[not-v6]:443', 'is not an IPv6 address'),
+        ('a b:443', 'is not host:port'),
+        ('https://example.com:443', 'is not host:port'),
+    ])
+    def test_refused_naming_the_option(self, value, says):
+        with pytest.raises(FleetcertError) as info:
+            parse_host_port(value, 'served_at')
+        assert info.value.msg.startswith('served_at: ')
+        assert says in info.value.msg
