@@ -76,15 +76,24 @@ DOMAIN = 'app.proofb.test'
 PEBBLE_ENV = {'PEBBLE_WFE_NONCEREJECT': '0', 'PEBBLE_AUTHZREUSE': '0'}
 RUN_TIMEOUT = 1200
 TARGET_NOOP_25 = 30.0
-# The previous results (git b20b114, 2026-12-04 21:42-22:08 UTC, load average
-# 3-43 from other engineers' runs): containers.podman.podman without
-# pipelining, inspection with cert_info + stat, every skipped step a task.
+# Earlier results, for comparison: git b20b114 (containers.podman.podman
+# without pipelining, inspection with cert_info + stat, every skipped step a
+# task) and git be0916d (inspection with an inline raw script).
 EARLIER = (
     'Previous run (git b20b114, 2026-12-04 21:42-22:08 UTC, load average 3-43 from other runs on '
     'the same 2 cores; nodes reached with containers.podman.podman, no pipelining; inspection '
     'with cert_info + stat, each skipped step its own task): no-op daily run 6.5 s at N=3, '
     '25.0 s at N=10, 43.8 s at N=25; renewal fan-out 8.2 s at N=3, 31.6 s at N=10, 69.2 s at N=25; '
-    'fresh issuance 22.1 / 87.3 / 169.5 s; forced renewal 24.2 / 94.6 / 180.1 s.')
+    'fresh issuance 22.1 / 87.3 / 169.5 s; forced renewal 24.2 / 94.6 / 180.1 s.\n\n'
+    'Run before (git be0916d, 2026-12-04 23:41-23:59 UTC, another machine of this kind: AMD '
+    'EPYC, 2 cores; inspection read the served serial and the challenge files with one inline '
+    '`raw` script, challenge files purged only when some were found): no-op daily run 2.4 s at '
+    'N=3, 5.3 s at N=10, 12.2 s at N=25; renewal fan-out 2.9 / 8.8 / 22.8 s; fresh issuance '
+    '10.7 / 28.1 / 67.8 s; forced renewal 10.6 / 26.9 / 65.3 s. The run of git 1575ee6 '
+    '(2026-12-05 03:21 UTC, Intel Xeon, 2 cores) was 10-25 % slower on the ordering runs and '
+    'its no-op run grew more (12.2 to 19.0 s at N=25): from that commit on, every run also '
+    'purges leftover challenge files on every node, one module more per node (not measured on '
+    'its own).')
 
 sys.path.insert(0, os.path.join(ROOT, 'tests', 'fleet'))
 sys.path.insert(0, BENCH)
